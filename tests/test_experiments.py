@@ -1,0 +1,118 @@
+"""The experiment notebooks run end to end (smoke preset), resume after a crash, and reject bad parameters early."""
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+pm = pytest.importorskip('papermill')
+NBS = ROOT / 'nbs'
+EXPECTED = {  # experiment -> files (relative to the run folder) the smoke run must produce
+    'two_task': ['results.csv', 'tables/two_task.csv', 'tables/two_task.md', 'figures/P_vs_acc_by_beta.png',
+                 'figures/P_vs_acc_by_beta.pdf', 'figures/A_vs_acc_by_beta.png', 'figures/P_layers_beta1.png'],
+    'three_task': ['results.csv', 'tables/three_task.csv', 'tables/three_task.md', 'figures/three_task.png',
+                   'figures/three_task.pdf'],
+    'six_task': ['results.csv', 'tables/six_task.csv', 'tables/six_task.md', 'figures/six_task.png',
+                 'figures/six_task.pdf'],
+}
+
+
+def _execute(name, tmp_path, **params):
+    out = tmp_path / f'{name}-out.ipynb'
+    env_in_test = os.environ.pop('IN_TEST', None)   # papermill parameters decide, not nbdev_test's variable
+    try:
+        pm.execute_notebook(str(NBS / f'{name}.ipynb'), str(out), parameters=params, kernel_name='python3',
+                            cwd=str(tmp_path), progress_bar=False, execution_timeout=600)
+    finally:
+        if env_in_test is not None: os.environ['IN_TEST'] = env_in_test
+    return out
+
+
+def _check_csv(path):
+    "Every line complete (ends with a newline, same number of fields as the header) and keys unique."
+    text = Path(path).read_text()
+    assert text.endswith('\n')
+    df = pd.read_csv(path)
+    assert df.key.is_unique, 'duplicate units in the results'
+    assert df.finished.notna().all() and df.acc.notna().all(), 'a partial row in the results'
+    return df
+
+
+@pytest.mark.parametrize('name', ['two_task', 'three_task', 'six_task'])
+def test_notebook_runs_with_smoke_preset(name, tmp_path):
+    t0 = time.time()
+    out = _execute(name, tmp_path, preset='smoke', out_dir=str(tmp_path / 'out'))
+    print(f'{name}: {time.time() - t0:.1f}s under papermill')
+    assert out.exists() and not (NBS / f'{name}-out.ipynb').exists()
+    run_dir = tmp_path / 'out' / name / 'syn-resnet18'
+    missing = [f for f in EXPECTED[name] if not (run_dir / f).exists()]
+    assert not missing, f'missing outputs {missing} in {run_dir}'
+    df = _check_csv(run_dir / 'results.csv')
+    assert len(df) > 0 and df.acc.between(0, 1).all()
+
+
+@pytest.mark.parametrize('name,params,message', [
+    ('two_task', dict(dataset='cifar'), "unknown dataset 'cifar'"),
+    ('three_task', dict(arch='resnet50'), "unknown arch 'resnet50'"),
+    ('six_task', dict(strategies=['share_best']), "unknown strategy 'share_best'"),
+    ('two_task', dict(preset='fast'), "unknown preset 'fast'"),
+])
+def test_bad_parameters_fail_in_the_first_cells(name, params, message, tmp_path):
+    params = dict(preset='smoke', out_dir=str(tmp_path / 'out')) | params
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _execute(name, tmp_path, **params)
+    assert message in str(e.value)
+    assert e.value.cell_index <= 3, f'failed in cell {e.value.cell_index}, not in the first cells'
+    assert not (tmp_path / 'out' / name).exists() or not list((tmp_path / 'out').rglob('results.csv'))
+
+
+def _six_task_script(out_dir):
+    return ("from fktnb.runs import resolve, run\n"
+            f"run(resolve('six_task', preset='smoke', out_dir={str(out_dir)!r}), progress=False)\n")
+
+
+def test_killed_run_resumes_without_redoing_units(tmp_path):
+    from fktnb.runs import resolve, run, ResultStore
+    out = tmp_path / 'out'
+    cfg = resolve('six_task', preset='smoke', out_dir=str(out))
+    csv = cfg.run_dir / 'results.csv'
+    proc = subprocess.Popen([sys.executable, '-c', _six_task_script(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if csv.exists() and len(csv.read_text().splitlines()) >= 3: break   # header + 2 finished units
+            time.sleep(0.05)
+        assert proc.poll() is None, f'the run ended before it could be killed: {proc.stderr.read()[-2000:]}'
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    # simulate the worst moment: the kill also cut a row in half
+    with open(csv, 'a') as f: f.write('deadbeef,six_task,syn,resnet18,0,six,,,,share_all,3,,"[1,')
+    n = cfg.trials * len(cfg.strategies) * len(cfg.tasks)
+    done = ResultStore(csv).load()            # repairs the partial last line
+    assert 2 <= len(done) < n, len(done)
+    df = run(cfg, progress=False)
+    assert df.attrs['skipped'] == len(done), (df.attrs, len(done))
+    assert df.attrs['ran'] == n - len(done)
+    final = _check_csv(csv)
+    assert len(final) == n
+    # finished units were not redone: their rows (finish time and all) are unchanged
+    old = done.set_index('key').finished
+    assert (final.set_index('key').finished.loc[old.index] == old).all()
+    # a third run does nothing
+    again = run(cfg, progress=False)
+    assert again.attrs['ran'] == 0 and again.attrs['skipped'] == n
+
+
+def test_crash_injected_after_n_units_then_resume(tmp_path, monkeypatch):
+    from fktnb.runs import resolve, run
+    cfg = resolve('three_task', preset='smoke', out_dir=str(tmp_path / 'out'))
+    monkeypatch.setenv('FKTNB_FAIL_AFTER', '4')
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        run(cfg, progress=False)
+    assert len(_check_csv(cfg.run_dir / 'results.csv')) == 4
+    monkeypatch.delenv('FKTNB_FAIL_AFTER')
+    df = run(cfg, progress=False)
+    assert (df.attrs['skipped'], df.attrs['ran']) == (4, 5)
+    assert len(_check_csv(cfg.run_dir / 'results.csv')) == 9
