@@ -7,13 +7,13 @@ __all__ = ['EVAL_BATCH', 'collect_activations', 'ActivationStats', 'collect_stat
            'layer_connectivity', 'connectivity', 'fkt', 'score_subnetworks', 'activation_values', 'connectivity_values',
            'kde', 'plot_layer_distributions']
 
-# %% ../nbs/04_measures.ipynb #c809e2bc
+# %% ../nbs/04_measures.ipynb #8ac31480
 import math
 
 import numpy as np
 import torch
 
-# %% ../nbs/04_measures.ipynb #c1315ca9
+# %% ../nbs/04_measures.ipynb #b92c00b6
 EVAL_BATCH = 64   # the reference's evaluation batch size: BatchNorm uses batch statistics, so it matters
 
 def _net_device(net):
@@ -37,7 +37,7 @@ def _analysis_tasks(net, tasks):
                              f'(frozen: {sorted(net.frozen_tasks)})')
     return tasks
 
-# %% ../nbs/04_measures.ipynb #68d9e982
+# %% ../nbs/04_measures.ipynb #c29bc6e6
 def _selection(net): return net.selection          # (head task, active tasks) or None
 
 def _restore(net, sel):
@@ -76,7 +76,7 @@ def collect_activations(net, data, tasks=None, batch_size=EVAL_BATCH, device=Non
     if not chunks: raise ValueError('the dataset is empty')
     return {l: torch.cat([c[l] for c in chunks]) for l in chunks[0]}, torch.cat(ys).long()
 
-# %% ../nbs/04_measures.ipynb #e4bad51e
+# %% ../nbs/04_measures.ipynb #913bf55c
 class ActivationStats:
     """Streaming per-class sums of filter activations (float64): everything `activation_score` and `connectivity`
     need, for every subnetwork that was active in the pass. `sizes` {layer: n_filters}; `edges` [(parent, child)];
@@ -165,7 +165,7 @@ class ActivationStats:
         "|r| averaged over the classes present in the data (undefined r counted as 0), Tensor[Fc, Fp]."
         return self.class_correlation(parent, child).abs()[self.n > 0].mean(0)
 
-# %% ../nbs/04_measures.ipynb #cdbc5b28
+# %% ../nbs/04_measures.ipynb #1f61aa5d
 def collect_stats(net, data, tasks=None, batch_size=EVAL_BATCH, device=None, chunk=1024):
     """`ActivationStats` of one pass over `data` with the frozen subnetworks `tasks` (default: all frozen) active.
     The forward batch stays `batch_size` (it sets the BatchNorm statistics); the sums are updated every `chunk` samples."""
@@ -192,7 +192,7 @@ def as_stats(net, data_or_acts, **kwargs):
         return ActivationStats.from_activations(x[0], x[1], net.graph)
     return collect_stats(net, x, **kwargs)
 
-# %% ../nbs/04_measures.ipynb #eb131ca1
+# %% ../nbs/04_measures.ipynb #a3a079a5
 def _check_subnet(net, t_prime, st):
     if t_prime not in net.frozen_tasks:
         raise ValueError(f'subnetwork {t_prime} is not frozen (frozen: {sorted(net.frozen_tasks)}): '
@@ -210,7 +210,7 @@ def activation_score(net, t_prime, data_or_acts, squared=True, **kwargs):
                  for f in [net.task_filters(t_prime, l).to(st.device)] if f.any()]
     return float(torch.stack(per_layer).mean())
 
-# %% ../nbs/04_measures.ipynb #f37c2068
+# %% ../nbs/04_measures.ipynb #6dcacbc3
 def layer_connectivity(net, t_prime, st, parent, child, squared=True):
     "The class-conditioned |r| (squared by default) of every filter pair connected in S_t''s mask, Tensor[K]."
     dev = st.device
@@ -230,21 +230,21 @@ def connectivity(net, t_prime, data_or_acts, squared=True, **kwargs):
     if not rho: raise ValueError(f'subnetwork {t_prime} has no connected filter pair in any layer pair')
     return float(np.mean(list(rho.values()))), rho
 
-# %% ../nbs/04_measures.ipynb #408db2cd
+# %% ../nbs/04_measures.ipynb #80eec0b5
 def fkt(acc_shared, acc_reference):
     "Forward knowledge transfer (eq. 5): accuracy with S_t' shared minus the reference accuracy (same units)."
     a, b = float(acc_shared), float(acc_reference)
     if not (math.isfinite(a) and math.isfinite(b)): raise ValueError(f'accuracies must be finite, got {a}, {b}')
     return a - b
 
-# %% ../nbs/04_measures.ipynb #2d442582
+# %% ../nbs/04_measures.ipynb #c75ec16d
 def score_subnetworks(net, data, candidates=None, squared=True, batch_size=EVAL_BATCH, device=None):
     "A and P of every candidate subnetwork (default: all frozen) from ONE pass: `{t': {'A': float, 'P': float}}`."
     st = collect_stats(net, data, batch_size=batch_size, device=device)
     cands = sorted(net.frozen_tasks if candidates is None else candidates)
     return {t: {'A': activation_score(net, t, st, squared), 'P': connectivity(net, t, st, squared)[0]} for t in cands}
 
-# %% ../nbs/04_measures.ipynb #5efce31c
+# %% ../nbs/04_measures.ipynb #efb142b5
 def activation_values(net, t_prime, st, squared=True):
     "Per-filter mean squared (or raw) activation of S_t''s filters, `{layer: ndarray}`: the values behind A."
     return {l: st.mean_activation(l, squared)[net.task_filters(t_prime, l).to(st.device)].cpu().numpy()
@@ -255,14 +255,14 @@ def connectivity_values(net, t_prime, st, squared=True):
     return {(p, c): layer_connectivity(net, t_prime, st, p, c, squared).cpu().numpy() for p, c in net.graph}
 
 def kde(values, grid, bw=None):
-    "Gaussian kernel density estimate of `values` on `grid` (Scott's rule; a floor on the bandwidth)."
+    "Gaussian kernel density estimate of `values` on `grid` (Scott's rule, at least 3% of the grid's range)."
     v, grid = np.asarray(values, dtype=float).ravel(), np.asarray(grid, dtype=float)
     if len(v) == 0: return np.zeros_like(grid)
-    if bw is None: bw = max(1.06 * v.std() * len(v) ** -0.2, 1e-2 * (np.ptp(grid) or 1.0))
+    if bw is None: bw = max(1.06 * v.std() * len(v) ** -0.2, 0.03 * (np.ptp(grid) or 1.0))
     z = (grid[:, None] - v[None, :]) / bw
     return np.exp(-0.5 * z ** 2).sum(1) / (len(v) * bw * np.sqrt(2 * np.pi))
 
-# %% ../nbs/04_measures.ipynb #a3248eb9
+# %% ../nbs/04_measures.ipynb #80e2f875
 def plot_layer_distributions(values, layers=None, xlabel='value', title=None, axes=None, n_grid=200):
     """One panel per layer (or layer pair), one shaded KDE per curve (Figures 2 and 4).
     `values`: {curve label, e.g. 'S_1': {layer or (parent, child): array of values}}. Returns the figure."""
