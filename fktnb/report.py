@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['DECISION_LABELS', 'paper_table', 'save_figure', 'save_table', 'two_task_summary', 'plot_scores_vs_acc', 'pick_layers',
-           'plot_two_task_distributions', 'three_task_table', 'three_task_markdown', 'plot_three_task',
-           'six_task_final', 'six_task_table', 'six_task_markdown', 'plot_six_task', 'report']
+           'plot_two_task_distributions', 'plot_connectivity_raw_vs_squared', 'three_task_table', 'three_task_markdown',
+           'plot_three_task', 'six_task_final', 'six_task_table', 'six_task_markdown', 'plot_six_task', 'report']
 
 # %% ../nbs/06_report.ipynb #f86d10f0
 def _paper_dir() -> Path:
@@ -92,17 +92,28 @@ def pick_layers(names, n=4) -> list:
     if len(names) <= n: return names
     return [names[round(i * (len(names) - 1) / (n - 1))] for i in range(n)]
 
-def plot_two_task_distributions(run_dir, beta, trial=0, kind='P', n_layers=4, names=None):
-    "Figures 2/4: the distribution of squared activations (kind 'A') or connectivities ('P') of every S_alpha on T_beta."
+def plot_two_task_distributions(run_dir, beta, trial=0, kind='P', n_layers=4, names=None, axes=None):
+    "Figures 2/4: the distribution of squared activations (kind 'A'), squared ('P') or raw ('P_raw') connectivities of every S_alpha on T_beta."
     from fktnb.measures import plot_layer_distributions
     from fktnb.runs import load_values
     files = sorted(Path(run_dir, 'values').glob(f'{trial}-*-{beta}.npz'))
     if not files: raise FileNotFoundError(f'no saved values for beta={beta}, trial={trial} under {run_dir}/values')
     name = lambda t: (names or {}).get(int(t), f'T{int(t)}')
-    vals = {f'S_α={name(f.stem.split("-")[1])}': load_values(f)[kind] for f in files}
+    if kind not in ('A', 'P', 'P_raw'): raise ValueError(f"kind must be 'A', 'P' or 'P_raw', got {kind!r}")
+    vals = {f'S_α={name(f.stem.split("-")[1])}': load_values(f)[kind[0]] for f in files}
+    if kind == 'P_raw': vals = {k: {l: np.sqrt(v) for l, v in d.items()} for k, d in vals.items()}  # saved: |r|^2
     layers = pick_layers(list(next(iter(vals.values()))), n_layers)
-    label = 'squared activation' if kind == 'A' else 'squared connectivity'
-    return plot_layer_distributions(vals, layers=layers, xlabel=label, title=f'{label} on T_β={name(beta)}')
+    label = {'A': 'squared activation', 'P': 'squared connectivity', 'P_raw': 'connectivity |r|'}[kind]
+    return plot_layer_distributions(vals, layers=layers, xlabel=label, title=f'{label} on T_β={name(beta)}', axes=axes)
+
+def plot_connectivity_raw_vs_squared(run_dir, beta, trial=0, n_layers=4, names=None):
+    "Figure 4: connectivity of every S_alpha on T_beta, raw |r| (top row, sqrt of the saved values) vs squared (bottom)."
+    fig, axes = plt.subplots(2, n_layers, figsize=(2.8 * n_layers, 4.6), squeeze=False)
+    plot_two_task_distributions(run_dir, beta, trial, 'P_raw', n_layers, names, axes=axes[0])
+    fig = plot_two_task_distributions(run_dir, beta, trial, 'P', n_layers, names, axes=axes[1])
+    fig.suptitle(f'connectivity raw (top) vs squared (bottom) on T_β={(names or {}).get(int(beta), f"T{int(beta)}")}', fontsize=9)
+    for ax in axes.ravel()[[not a.has_data() for a in axes.ravel()]]: ax.remove()   # fewer layers than n_layers
+    return fig
 
 # %% ../nbs/06_report.ipynb #530e2012
 DECISION_LABELS = {'share_both': 'Acc^{αβ}_γ (share both)', 'omit_beta': 'Acc^{α}_γ (omit S_β)',
@@ -237,6 +248,8 @@ def report(df: pd.DataFrame, run_dir, names=None, show=False) -> dict:
             for kind in ('P', 'A'):
                 try: figs[f'{kind}_layers_beta{int(b)}'] = plot_two_task_distributions(run_dir, int(b), kind=kind, names=names)
                 except FileNotFoundError: pass
+        b1 = next((int(b) for b in sorted(s.beta.unique()) if f'P_layers_beta{int(b)}' in figs), None)
+        if b1 is not None: figs['fig4_connectivity_raw_vs_squared'] = plot_connectivity_raw_vs_squared(run_dir, b1, names=names)
     elif exp == 'three_task':
         t = three_task_table(df)
         tabs['three_task'] = (t, three_task_markdown(t))

@@ -9,7 +9,8 @@ pm = pytest.importorskip('papermill')
 NBS = ROOT / 'nbs'
 EXPECTED = {  # experiment -> files (relative to the run folder) the smoke run must produce
     'two_task': ['results.csv', 'tables/two_task.csv', 'tables/two_task.md', 'figures/P_vs_acc_by_beta.png',
-                 'figures/P_vs_acc_by_beta.pdf', 'figures/A_vs_acc_by_beta.png', 'figures/P_layers_beta1.png'],
+                 'figures/P_vs_acc_by_beta.pdf', 'figures/A_vs_acc_by_beta.png', 'figures/P_layers_beta1.png',
+                 'figures/fig4_connectivity_raw_vs_squared.png', 'figures/fig4_connectivity_raw_vs_squared.pdf'],
     'three_task': ['results.csv', 'tables/three_task.csv', 'tables/three_task.md', 'figures/three_task.png',
                    'figures/three_task.pdf'],
     'six_task': ['results.csv', 'tables/six_task.csv', 'tables/six_task.md', 'figures/six_task.png',
