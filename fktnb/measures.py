@@ -38,31 +38,24 @@ def _analysis_tasks(net, tasks):
     return tasks
 
 # %% ../nbs/04_measures.ipynb #c29bc6e6
-def _selection(net): return net.selection          # (head task, active tasks) or None
-
-def _restore(net, sel):
-    if sel is None: net._sel = None                # nothing was selected before: leave nothing selected
-    else: net.use(sel[0], tasks=sel[1])
-
 def _forward_pass(net, data, tasks, batch_size=EVAL_BATCH, device=None, on_batch=None):
     "One pass over `data` with exactly the subnetworks `tasks` active; calls `on_batch(acts, y)` for every batch."
     device = _net_device(net) if device is None else torch.device(device)
     if _net_device(net) != device: net.to(device)
     mods = net.activation_modules()
-    cur, was_training, state = {}, net.training, _selection(net)
+    cur, was_training = {}, net.training
     hooks = [m.register_forward_hook(lambda m, i, o, l=l: cur.__setitem__(l, o.mean(dim=(2, 3))))
              for l, m in mods.items()]
     try:
         net.eval()
-        net.use(max(tasks), tasks=tasks)   # any head will do: only the filters' activations are read
-        with torch.no_grad():
+        # any head will do: only the filters' activations are read
+        with torch.no_grad(), net.selected(max(tasks), tasks=tasks):
             for x, y in _batches(data, batch_size, device):
                 cur.clear()
                 net(x.to(device))
                 on_batch({l: cur[l] for l in mods}, y.to(device))
     finally:
         for h in hooks: h.remove()
-        _restore(net, state)
         net.train(was_training)
 
 def collect_activations(net, data, tasks=None, batch_size=EVAL_BATCH, device=None):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import math
 from collections import OrderedDict
+from contextlib import contextmanager
 import torch
 import torch.nn as nn
 from .subnets import Subnets
@@ -115,6 +116,14 @@ class MaskedNet(Subnets, nn.Module):
     def selection(self):
         "(head task, frozenset of active tasks) used by forward, or None."
         return self._sel
+
+    @contextmanager
+    def selected(self, t, tasks=None):
+        "Select task `t` as `use` does for a `with` block, then restore the previous selection (or none)."
+        prev = self._sel
+        self.use(t, tasks)
+        try: yield self
+        finally: self._sel = prev
 
     def _set_masks(self, device):
         key = (self._sel[1], self._version, device)

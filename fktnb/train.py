@@ -40,16 +40,12 @@ def _device(net, device):
 def evaluate_loss(net, t, ds, batch_size=64, device=None):
     "(mean cross-entropy, top-1 accuracy) of task `t` on `ds` (unshuffled, fixed batches)."
     dev = _device(net, device); net.to(dev)
-    prev = net.selection
-    net.use(t)
-    try:
-        loss, correct, n = 0.0, 0, 0
+    loss, correct, n = 0.0, 0, 0
+    with net.selected(t):
         for x, y in iterate_batches(ds, batch_size, shuffle=False, device=dev):
             out = net(x)
             loss += F.cross_entropy(out, y, reduction='sum').item()
             correct += (out.argmax(1) == y).sum().item(); n += len(y)
-    finally:
-        net._sel = prev
     if n == 0: raise ValueError('evaluate got an empty dataset')
     return loss / n, correct / n
 
