@@ -13,20 +13,14 @@ import math
 import numpy as np
 import torch
 
+from .train import iterate_batches
+
 # %% ../nbs/04_measures.ipynb #b92c00b6
 EVAL_BATCH = 64   # the reference's evaluation batch size: BatchNorm uses batch statistics, so it matters
 
 def _net_device(net):
     p = next(net.parameters(), None)
     return p.device if p is not None else torch.device('cpu')
-
-def _batches(data, batch_size, device):
-    "(x, y) batches of `data` in order (never shuffled), on `device`."
-    if hasattr(data, 'batches'):
-        yield from data.batches(batch_size, shuffle=False, device=device)
-        return
-    from fktnb.train import iterate_batches
-    yield from iterate_batches(data, batch_size, shuffle=False, device=device)
 
 def _analysis_tasks(net, tasks):
     "The subnetworks active in the analysis pass: all frozen ones by default; each must be frozen."
@@ -50,7 +44,7 @@ def _forward_pass(net, data, tasks, batch_size=EVAL_BATCH, device=None, on_batch
         net.eval()
         # any head will do: only the filters' activations are read
         with torch.no_grad(), net.selected(max(tasks), tasks=tasks):
-            for x, y in _batches(data, batch_size, device):
+            for x, y in iterate_batches(data, batch_size, shuffle=False, device=device):
                 cur.clear()
                 net(x.to(device))
                 on_batch({l: cur[l] for l in mods}, y.to(device))
@@ -206,10 +200,8 @@ def activation_score(net, t_prime, data_or_acts, squared=True, **kwargs):
 # %% ../nbs/04_measures.ipynb #6dcacbc3
 def layer_connectivity(net, t_prime, st, parent, child, squared=True):
     "The class-conditioned |r| (squared by default) of every filter pair connected in S_t''s mask, Tensor[K]."
-    dev = st.device
-    conn = (net.connections(t_prime, parent, child).to(dev)
-            & net.task_filters(t_prime, child).to(dev)[:, None] & net.task_filters(t_prime, parent).to(dev)[None, :])
-    r = st.mean_abs_correlation(parent, child)[conn]
+    # connections() already keeps only pairs inside S_t' (child in S_t', parent in S of the child's owner, a subset)
+    r = st.mean_abs_correlation(parent, child)[net.connections(t_prime, parent, child).to(st.device)]
     return r ** 2 if squared else r
 
 def connectivity(net, t_prime, data_or_acts, squared=True, **kwargs):

@@ -255,7 +255,7 @@ class ResultStore:
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._keys = None
+        self._keys, self._df = None, None
 
     def _repair(self):
         "Truncate a partial last line left by a crash; write the header into a new or empty file."
@@ -284,7 +284,7 @@ class ResultStore:
         df = df.drop_duplicates('key', keep='first').reset_index(drop=True)
         for c in JSON_COLUMNS:
             df[c] = [json.loads(v) if isinstance(v, str) and v else None for v in df[c]]
-        self._keys = set(df['key'])
+        self._keys, self._df = set(df['key']), df
         return df
 
     def keys(self) -> set:
@@ -294,7 +294,7 @@ class ResultStore:
     def done(self, key) -> bool: return key in self.keys()
 
     def get(self, key) -> dict | None:
-        df = self.load()
+        df = self._df if self._df is not None else self.load()   # read once, not once per skipped unit
         rows = df[df.key == key]
         return None if rows.empty else rows.iloc[0].to_dict()
 
@@ -315,6 +315,7 @@ class ResultStore:
         self._repair()
         self._write(line)
         self._keys.add(row['key'])
+        self._df = None      # the next get() reads the file again
 
 def _jsonable(v):
     if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
@@ -627,7 +628,8 @@ def estimate_cost(experiment, dataset, arch='resnet18', preset='paper', images_p
         if cfg.max_eval: n_val, n_test = min(n_val, cfg.max_eval), min(n_test, cfg.max_eval)
         px = (side / 32) ** 2
         train += n_train * ep * px
-        evals += (n_val * ep + n_test) * px
+        val_passes = ep if cfg.schedule == 'plateau' else 1   # plateau: every epoch; step: the measures' pass
+        evals += (n_val * val_passes + n_test) * px
     equiv = train + evals / 3
     ips = images_per_s or ASSUMED_GPU_IMAGES_PER_S[arch]
     return dict(experiment=experiment, dataset=dataset, arch=arch, learned_tasks=len(learned_tasks(cfg)),

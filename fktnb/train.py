@@ -104,7 +104,7 @@ def fit(net, train_ds, val_ds=None, epochs=60, lr=0.1, batch_size=64, schedule='
         for epoch in bar:
             if schedule == 'step': cur_lr = step_lr(epoch, epochs, lr, lr_min, factor)
             for g in opt.param_groups: g['lr'] = cur_lr
-            tot, correct, n = 0.0, 0, 0
+            tot, correct, n = torch.zeros((), device=dev), torch.zeros((), device=dev, dtype=torch.long), 0
             for x, y in iterate_batches(train_ds, batch_size, shuffle=True, device=dev, seed=seed + epoch):
                 out = net(x)
                 loss = F.cross_entropy(out, y)
@@ -113,7 +113,9 @@ def fit(net, train_ds, val_ds=None, epochs=60, lr=0.1, batch_size=64, schedule='
                 opt.step()
                 with torch.no_grad():
                     for p, m, snap in restore: p.copy_(torch.where(m, p, snap))
-                tot += loss.item() * len(y); correct += (out.argmax(1) == y).sum().item(); n += len(y)
+                # running sums stay on the device: no host synchronisation inside the step
+                tot += loss.detach() * len(y); correct += (out.argmax(1) == y).sum(); n += len(y)
+            tot, correct = tot.item(), correct.item()
             hist['epoch'].append(epoch); hist['lr'].append(cur_lr)
             hist['train_loss'].append(tot / n); hist['train_acc'].append(correct / n)
             if val_ds is not None:
