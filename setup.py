@@ -32,5 +32,6 @@ setuptools.setup(
     package_data={'fktnb': ['paper/*.csv']},
     install_requires=cfg['requirements'].split(),
     extras_require={'dev': cfg['dev_requirements'].split()},
+    entry_points={'console_scripts': ['fktnb-sweep=fktnb.sweep:main']},
     zip_safe=False,
 )

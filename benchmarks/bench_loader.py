@@ -7,8 +7,8 @@ time, `DataLoader(batch_size=64, shuffle=True)`, then `.to(device)`); ours is a 
 
     python benchmarks/bench_loader.py [--root DIR] [--n 10000] [--device cuda] [--workers 0,2] [--threads 1]
 
-Data: the real MNIST from $FKTNB_SHARED_DATA or ../shared/data (raw files), else fixture files written to a
-temporary folder (then the numbers only show overheads).
+Data: the real MNIST raw files from --root or the folder named by $FKTNB_SHARED_DATA (holding MNIST/raw), else
+fixture files written to a temporary folder (then the numbers only show overheads).
 """
 import argparse, os, sys, tempfile, time
 from pathlib import Path
@@ -20,10 +20,9 @@ from fktnb.data import load_sequence, write_fixtures
 
 
 def find_root():
-    here = Path(__file__).resolve().parents[1]
-    for cand in [os.environ.get('FKTNB_SHARED_DATA'), here.parent / 'shared' / 'data']:
-        if cand and (Path(cand) / 'MNIST' / 'raw' / 'train-images-idx3-ubyte').is_file():
-            return Path(cand), 'real MNIST'
+    env = os.environ.get('FKTNB_SHARED_DATA')
+    if env and (Path(env) / 'MNIST' / 'raw' / 'train-images-idx3-ubyte').is_file():
+        return Path(env), 'real MNIST'
     return write_fixtures(tempfile.mkdtemp()), 'FIXTURES (tiny; numbers show overheads only)'
 
 
@@ -66,7 +65,7 @@ def main():
     t0 = time.perf_counter()
     task = load_sequence('mpc', root=root, tasks=[1], cache_dir=tempfile.mkdtemp())[0]
     t_load = time.perf_counter() - t0
-    n = min(a.n, len(task.train))
+    n = min(a.n, len(task.train), len(tvd.MNIST(str(root), train=True)))
     ds = task.train.subset(range(n))
     dev = a.device
     print(f'data: {what} ({root}); device: {dev}'

@@ -11,9 +11,7 @@ torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '2')))
 def shared_data_dir():
     "The folder with the real MNIST / Fashion-MNIST raw files, or None (a user's clone has none)."
     env = os.environ.get('FKTNB_SHARED_DATA')
-    for cand in ([Path(env)] if env else []) + [ROOT.parent / 'shared' / 'data']:
-        if (cand / 'MNIST' / 'raw').is_dir():
-            return cand
+    if env and (Path(env) / 'MNIST' / 'raw').is_dir(): return Path(env)
     return None
 
 

@@ -1,12 +1,15 @@
-"""Tests of fktnb.data: every sequence from fixture files, the real MNIST / Fashion-MNIST when present, bad input."""
-import pickle
+"""Tests of fktnb.data: every sequence from fixture files, the real MNIST / Fashion-MNIST when present, bad input,
+user-registered sources and sequences, data identity."""
+import pickle, shutil
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 
-from fktnb.data import (load_sequence, SEQUENCES, write_fixtures, load_source, pmnist_permutation, ArrayDataset,
-                        DataCorruptError, STATS, syn_sequence)
+from fktnb.data import (load_sequence, SEQUENCES, SOURCES, write_fixtures, load_source, pmnist_permutation, ArrayDataset,
+                        DataCorruptError, STATS, syn_sequence, register_source, register_sequence, unregister_source,
+                        unregister_sequence, TaskSpec, sequence_names, get_sequence, task_families, sequence_sizes,
+                        sequence_identity)
 
 
 @pytest.fixture(scope='module')
@@ -20,7 +23,7 @@ def seqs(fx):
 
 
 def test_every_sequence_has_six_tasks(seqs):
-    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'syn'}
+    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'syn'} and sequence_names() == ['kef', 'mpc', 'syn', 'tic']
     for name, tasks in seqs.items():
         assert [t.index for t in tasks] == [1, 2, 3, 4, 5, 6], name
         for t in tasks:
@@ -209,3 +212,185 @@ def test_real_fashion_mnist(shared_data, tmp_path):
     assert len(src['train_x']) == 60000 and len(src['test_x']) == 10000
     assert torch.equal(src['train_y'].unique(), torch.arange(10))
     assert src['classes'][0] == 'T-shirt/top'
+
+
+# ---- registries: a user source from arrays in memory and a four-task sequence of it ----
+
+TOY_CLASSES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven']
+
+
+def toy_arrays(seed=0, n_train=80, n_test=24):
+    rng = np.random.default_rng(seed)
+    return dict(train_x=rng.integers(0, 256, (n_train, 16, 16), dtype=np.uint8), train_y=np.arange(n_train) % 8,
+                test_x=rng.integers(0, 256, (n_test, 16, 16), dtype=np.uint8), test_y=np.arange(n_test) % 8,
+                classes=TOY_CLASSES)
+
+
+@pytest.fixture
+def toy():
+    "Registers source 'toy' and sequence 'toy4' for one test, and unregisters both afterwards."
+    arrays = toy_arrays()
+    register_source('toy', lambda root, download: arrays, family='toy')
+    register_sequence('toy4', description='four toy tasks', tasks=[
+        TaskSpec('toy-a', 'toy', classes=[0, 1, 2, 3]), TaskSpec('toy-b', 'toy', classes=[7, 5, 6, 4], perm=1),
+        TaskSpec('toy-all', 'toy'), TaskSpec('toy-p', 'toy', perm=3, family='toy-perm')])
+    yield arrays
+    unregister_sequence('toy4')
+    unregister_source('toy')
+
+
+def test_user_source_and_sequence(toy):
+    assert 'toy4' in sequence_names() and get_sequence('toy4').description == 'four toy tasks'
+    assert [t.name for t in get_sequence('toy4').tasks] == ['toy-a', 'toy-b', 'toy-all', 'toy-p']
+    assert task_families('toy4') == {1: 'toy', 2: 'toy', 3: 'toy', 4: 'toy-perm'}
+    tasks = load_sequence('toy4', tasks=np.array([1, 2, 3, 4]))          # root is ignored by this reader
+    assert [t.index for t in tasks] == [1, 2, 3, 4] and [t.n_classes for t in tasks] == [4, 4, 8, 8]
+    assert [t.family for t in tasks] == ['toy', 'toy', 'toy', 'toy-perm']
+    assert tasks[1].classes == ['seven', 'five', 'six', 'four'] and tasks[2].classes == TOY_CLASSES
+    for t in tasks:
+        assert t.in_size == 16 and t.train.images.shape[1:] == (3, 16, 16) and t.test.images.shape[1:] == (3, 16, 16)
+    # task b: source classes 7, 5, 6, 4 relabelled 0..3 in that order, pixels permuted with seed 1
+    x, y = toy['test_x'], toy['test_y']
+    keep = np.isin(y, [7, 5, 6, 4])
+    want_y = np.array([[7, 5, 6, 4].index(v) for v in y[keep]])
+    assert np.array_equal(tasks[1].test.labels.numpy(), want_y)
+    want_x = x[keep].reshape(-1, 256)[:, pmnist_permutation(1, 16).numpy()]
+    assert np.array_equal(tasks[1].test.images[:, 0].reshape(-1, 256).numpy(), want_x)
+    assert np.array_equal(tasks[0].test.images[:, 2].numpy(), x[y < 4])
+    assert len(tasks[0].train) + len(tasks[0].val) == 40 and len(tasks[2].train) + len(tasks[2].val) == 80
+    # computed normalisation: the mean/std of the training images in [0, 1]
+    x01 = toy['train_x'] / 255
+    assert np.allclose(tasks[2].train.mean, [x01.mean()] * 3) and np.allclose(tasks[2].train.std, [x01.std()] * 3)
+    # no counts registered: the sizes come from loading the source once
+    assert sequence_sizes('toy4') == [(40, 12, 16), (40, 12, 16), (80, 24, 16), (80, 24, 16)]
+    assert len({t.identity for t in tasks}) == 4
+
+
+def test_registry_cleanup_and_errors(toy):
+    with pytest.raises(ValueError, match='replace=True'):
+        register_source('toy', lambda root, download: toy, family='toy')
+    with pytest.raises(ValueError, match='replace=True'):
+        register_sequence('toy4', tasks=[TaskSpec('x', 'toy')])
+    with pytest.raises(ValueError, match="used by the sequences \\['toy4'\\]"):
+        unregister_source('toy')
+    with pytest.raises(ValueError, match='registered sequences: .*toy4'):
+        load_sequence('toy5')
+    with pytest.raises(ValueError, match='unknown source .*registered sources: .*toy'):
+        register_sequence('toy5', tasks=[TaskSpec('x', 'toy2')])
+    with pytest.raises(ValueError, match='unique'):
+        register_sequence('toy5', tasks=[TaskSpec('x', 'toy'), TaskSpec('x', 'toy', perm=1)])
+    with pytest.raises(ValueError, match='at least one'):
+        register_sequence('toy5', tasks=[])
+    with pytest.raises(ValueError, match='1..4'):
+        load_sequence('toy4', tasks=[5])
+    one = register_sequence('toy1', tasks=[TaskSpec('only', 'toy', classes=[2, 3])])
+    try:
+        assert one.tasks[0].classes == (2, 3) and len(load_sequence('toy1')) == 1
+    finally:
+        unregister_sequence('toy1')
+    assert 'toy1' not in SEQUENCES
+
+
+def test_registries_clean_after_toy():
+    assert 'toy' not in SOURCES and 'toy4' not in SEQUENCES
+    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'syn'}
+
+
+@pytest.mark.parametrize('change, match', [
+    (dict(train_x=np.zeros((10, 16, 16), dtype=np.float32)), 'uint8'),
+    (dict(train_x=np.zeros((10, 2, 16, 16), dtype=np.uint8)), 'C = 1 or 3'),
+    (dict(train_y=np.arange(79) % 8), '80 integer labels'),
+    (dict(train_y=np.arange(80) % 9), 'labels in 0..8'),
+    (dict(test_x=np.zeros((24, 12, 12), dtype=np.uint8)), 'differ'),
+    (dict(train_x=np.zeros((80, 16, 12), dtype=np.uint8), test_x=np.zeros((24, 16, 12), dtype=np.uint8)), 'size='),
+    (dict(classes=None), 'n_classes'),
+])
+def test_reader_output_is_checked(change, match):
+    bad = {**toy_arrays(), **change}
+    register_source('toy-bad', lambda root, download: bad, family='toy')
+    try:
+        with pytest.raises(ValueError, match=match) as e:
+            load_source('toy-bad')
+        assert "source 'toy-bad'" in str(e.value)
+    finally:
+        unregister_source('toy-bad')
+    register_source('toy-bad', lambda root, download: (1, 2), family='toy')
+    try:
+        with pytest.raises(ValueError, match="'toy-bad'.*dict with keys"):
+            load_source('toy-bad')
+    finally:
+        unregister_source('toy-bad')
+
+
+def test_resize_and_given_stats():
+    register_source('toy-r', lambda root, download: toy_arrays(), family='toy', size=8, stats=(0.5, 0.25))
+    try:
+        d = load_source('toy-r')
+        assert d['train_x'].shape == (80, 1, 8, 8) and d['stats'] == ((0.5,) * 3, (0.25,) * 3)
+    finally:
+        unregister_source('toy-r')
+    with pytest.raises(ValueError, match='stats'):
+        register_source('toy-r', lambda root, download: None, family='toy', stats=(0.5, 0))
+
+
+def test_taskspec_and_sizes_of_builtins():
+    with pytest.raises(ValueError, match='not both'):
+        TaskSpec('x', 'cifar100', subset=1, classes=[0, 1])
+    with pytest.raises(ValueError, match='subset'):
+        TaskSpec('x', 'cifar100', subset=0)
+    with pytest.raises(ValueError, match='0..9'):
+        register_sequence('bad', tasks=[TaskSpec('x', 'cifar10', classes=[3, 10])])
+    assert 'bad' not in SEQUENCES
+    assert sequence_sizes('mpc') == [(60000, 10000, 32), (5000, 1000, 32)] * 3
+    assert sequence_sizes('tic')[:2] == [(100000, 10000, 64), (50000, 10000, 32)]
+    assert sequence_sizes('kef')[::2] == [(232365, 38547, 32), (112800, 18800, 32), (60000, 10000, 32)]
+    assert sequence_sizes('syn') == [(400, 200, 32)] * 6 and sequence_sizes('syn', size=100)[0] == (100, 50, 32)
+    assert task_families('tic') == {1: 'imagenet', 2: 'cifar', 3: 'cifar', 4: 'cifar', 5: 'cifar', 6: 'cifar'}
+    assert task_families('syn') == {t: f'syn-{"AB"[(t - 1) % 2]}' for t in range(1, 7)}
+    assert SOURCES['mnist']['family'] == 'mnist-like' and SEQUENCES['mpc']['tasks'][0].perm == 0   # dict-style access
+
+
+# ---- data identity ----
+
+def test_identity_follows_the_data_not_the_path(tmp_path):
+    a = write_fixtures(tmp_path / 'a', seed=0)
+    b = write_fixtures(tmp_path / 'b', seed=1)
+    ids_a = [t.identity for t in load_sequence('kef', root=a)]
+    ids_b = [t.identity for t in load_sequence('kef', root=b)]
+    assert len(set(ids_a)) == 6 and not set(ids_a) & set(ids_b)
+    shutil.copytree(a, tmp_path / 'copy')                          # the cache comes along: it is rebuilt or reused
+    again = load_sequence('kef', root=tmp_path / 'copy')
+    assert [t.identity for t in again] == ids_a
+    assert sequence_identity(again) == sequence_identity(load_sequence('kef', root=a))
+    assert sequence_identity(again) != sequence_identity(load_sequence('kef', root=b))
+    assert sequence_identity(again[:2]) != sequence_identity(again)
+    with pytest.raises(ValueError, match='Tasks from load_sequence'):
+        sequence_identity([])
+
+
+def test_changed_file_invalidates_cache_and_identity(tmp_path):
+    root = write_fixtures(tmp_path / 'fx')
+    first = load_sequence('kef', root=root, tasks=[5, 6])
+    assert (root / 'fktnb_cache' / 'fashion-mnist.pt').is_file()
+    p = root / 'FashionMNIST' / 'raw' / 'train-images-idx3-ubyte'
+    raw = bytearray(p.read_bytes()); raw[-1] ^= 0xFF                  # same size, one pixel changed
+    p.write_bytes(bytes(raw))
+    second = load_sequence('kef', root=root, tasks=[5, 6])
+    assert second[0].identity != first[0].identity and second[1].identity == first[1].identity
+    assert not torch.equal(torch.cat([second[0].train.images, second[0].val.images]).sum(0),
+                           torch.cat([first[0].train.images, first[0].val.images]).sum(0))
+    p.write_bytes(bytes(raw[:-28 * 28]))                               # truncated: an error, not the stale cache
+    with pytest.raises(DataCorruptError):
+        load_sequence('kef', root=root, tasks=[5])
+
+
+def test_identity_covers_split_permutation_and_generator(fx):
+    base = load_sequence('mpc', root=fx, tasks=[1, 3])
+    assert base[0].identity != base[1].identity                        # permutation 0 vs 2 of the same MNIST
+    assert load_sequence('mpc', root=fx, tasks=[1], seed=1)[0].identity != base[0].identity
+    assert load_sequence('mpc', root=fx, tasks=[1], val_frac=0.2)[0].identity != base[0].identity
+    assert load_sequence('mpc', root=fx, tasks=[1], augment='crop-flip')[0].identity != base[0].identity
+    assert load_sequence('mpc', root=fx, tasks=[1], cache_dir=False)[0].identity == base[0].identity
+    s = load_sequence('syn', tasks=[1, 2])
+    assert s[0].identity == load_sequence('syn', tasks=[1])[0].identity != s[1].identity
+    assert load_sequence('syn', tasks=[1], n_classes=4)[0].identity != s[0].identity

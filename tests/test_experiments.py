@@ -57,6 +57,13 @@ def test_notebook_runs_with_smoke_preset(name, tmp_path):
     ('three_task', dict(arch='resnet50'), "unknown arch 'resnet50'"),
     ('six_task', dict(strategies=['share_best']), "unknown strategy 'share_best'"),
     ('two_task', dict(preset='fast'), "unknown preset 'fast'"),
+    ('two_task', dict(prune=1.5), 'prune is the fraction'),
+    ('six_task', dict(width='1/16'), 'would have none'),
+    ('two_task', dict(download='maybe'), 'true or false'),
+    ('two_task', dict(device='gpu'), '-p device cuda'),
+    ('two_task', dict(epoch=3), "unknown parameter(s) ['epoch']"),
+    ('two_task', dict(tasks='[1, 9]'), 'tasks must be distinct task numbers'),
+    ('three_task', dict(alpha='two'), 'alpha must be an integer'),
 ])
 def test_bad_parameters_fail_in_the_first_cells(name, params, message, tmp_path):
     params = dict(preset='smoke', out_dir=str(tmp_path / 'out')) | params
@@ -64,34 +71,40 @@ def test_bad_parameters_fail_in_the_first_cells(name, params, message, tmp_path)
         _execute(name, tmp_path, **params)
     assert message in str(e.value)
     assert e.value.cell_index <= 3, f'failed in cell {e.value.cell_index}, not in the first cells'
-    assert not (tmp_path / 'out' / name).exists() or not list((tmp_path / 'out').rglob('results.csv'))
+    assert not list((tmp_path / 'out').rglob('results.csv'))
+
+
+def test_parameters_as_people_type_them(tmp_path):
+    "Strings from the command line are parsed: a task list, a fraction, yes/no."
+    from fktnb.config import resolve
+    cfg = resolve('two_task', preset='smoke', tasks='[1, 2]', width='1/8', download='no', epochs='2', out_dir=str(tmp_path))
+    assert (cfg.tasks, cfg.width, cfg.download, cfg.epochs) == ((1, 2), 0.125, False, 2)
 
 
 def _six_task_script(out_dir):
-    return ("from fktnb.runs import resolve, run\n"
+    return ("from fktnb.config import resolve; from fktnb.runs import run\n"
             f"run(resolve('six_task', preset='smoke', out_dir={str(out_dir)!r}), progress=False)\n")
 
 
 def test_killed_run_resumes_without_redoing_units(tmp_path):
-    from fktnb.runs import resolve, run, ResultStore
+    from fktnb.config import resolve
+    from fktnb.runs import run
     out = tmp_path / 'out'
     cfg = resolve('six_task', preset='smoke', out_dir=str(out))
     csv = cfg.run_dir / 'results.csv'
     proc = subprocess.Popen([sys.executable, '-c', _six_task_script(out)], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             if csv.exists() and len(csv.read_text().splitlines()) >= 3: break   # header + 2 finished units
             time.sleep(0.05)
         assert proc.poll() is None, f'the run ended before it could be killed: {proc.stderr.read()[-2000:]}'
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    # simulate the worst moment: the kill also cut a row in half
-    with open(csv, 'a') as f: f.write('deadbeef,six_task,syn,resnet18,0,six,,,,share_all,3,,"[1,')
-    n = cfg.trials * len(cfg.strategies) * len(cfg.tasks)
-    done = ResultStore(csv).load()            # repairs the partial last line
+    done = pd.read_csv(csv)
+    n = cfg.trials * (len(cfg.tasks) + len(cfg.strategies) * (len(cfg.tasks) - 1))
     assert 2 <= len(done) < n, len(done)
     df = run(cfg, progress=False)
     assert df.attrs['skipped'] == len(done), (df.attrs, len(done))
@@ -101,14 +114,16 @@ def test_killed_run_resumes_without_redoing_units(tmp_path):
     # finished units were not redone: their rows (finish time and all) are unchanged
     old = done.set_index('key').finished
     assert (final.set_index('key').finished.loc[old.index] == old).all()
-    # a third run does nothing
     again = run(cfg, progress=False)
     assert again.attrs['ran'] == 0 and again.attrs['skipped'] == n
 
 
 def test_crash_injected_after_n_units_then_resume(tmp_path, monkeypatch):
-    from fktnb.runs import resolve, run
+    import fktnb.runs
+    from fktnb.config import resolve
+    from fktnb.runs import run
     cfg = resolve('three_task', preset='smoke', out_dir=str(tmp_path / 'out'))
+    monkeypatch.setattr(fktnb.runs, '_rows_written', 0)
     monkeypatch.setenv('FKTNB_FAIL_AFTER', '4')
     with pytest.raises(RuntimeError, match='simulated crash'):
         run(cfg, progress=False)

@@ -17,8 +17,8 @@ def toy(n=64, classes=4, seed=0):
     return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, classes, (n,), generator=g))
 
 
-def n_round(k, n):          # round(k*n), halves up; computed independently of the library
-    return int(k * n + 0.5)
+def n_round(k, n):          # the authors' count: Python's round(k*n) (halves to even), independent of the library
+    return round(k * n)
 
 
 def train_task(net, share, k, seed):
@@ -38,7 +38,7 @@ def seq(request):
     net = ARCHS[request.param](width=1 / 16, seed=0)
     x = toy(32, seed=99).tensors[0]          # every batch has 32 samples: one shape, less oneDNN setup
     snaps, logits, counts, accs = {}, {}, {}, {}
-    for share, k, seed in [((), 0.65, 1), ({1}, 0.5, 2), ((), 0.65, 3), ({2}, 0.5, 4)]:
+    for share, k, seed in [((), 0.65, 1), ({1}, 0.5, 2), ((), 0.65, 3), ({2}, 0.65, 4)]:
         t, counts[t] = train_task(net, share, k, seed)
         snaps[t] = copy.deepcopy(net.state_dict())
         logits[t] = net.use(t)(x).detach().clone()
@@ -49,8 +49,9 @@ def seq(request):
 def test_graph_counts():
     assert len(resnet18(width=1 / 16).graph) == 31
     assert len(resnet18(width=1 / 16, graph='full').graph) == 38
-    assert len(vgg16(width=1 / 16).graph) == 12
-    assert len(vgg16(in_size=64, width=1 / 16).layers) == 13
+    assert len(vgg16(width=1 / 16).graph) == 14                   # 12 conv pairs + conv13->fc1 + fc1->fc2
+    assert len(vgg16(in_size=64, width=1 / 16).layers) == 15
+    assert len(vgg16(width=1 / 16, fc=False).graph) == 12 and len(vgg16(width=1 / 16, fc=False).layers) == 13
 
 
 def test_frozen_weights_bit_identical(seq):
@@ -83,7 +84,7 @@ def test_later_tasks_did_train(seq):
 
 def test_pruned_counts(seq):
     net = seq['net']
-    ks = {1: 0.65, 2: 0.5, 3: 0.65, 4: 0.5}
+    ks = {1: 0.65, 2: 0.5, 3: 0.65, 4: 0.65}
     for t, counts in seq['counts'].items():
         for l, n in counts.items():
             assert int((net.owner[l] == t).sum()) == n - n_round(ks[t], n), (t, l, n)
@@ -114,7 +115,7 @@ def test_constraint3(seq):
     for t in range(1, net.tasks + 1):
         for p, c in net.graph:
             conn = net.connections(t, p, c)
-            w = net.layers[c].weight.detach().abs().flatten(2).sum(2)
+            w = net.layers[c].weight.detach().abs().reshape(*conn.shape, -1).sum(2)
             inside = net.task_filters(t, c)[:, None].expand_as(conn)
             assert (w[inside & ~conn] == 0).all(), (t, p, c)
             assert conn.shape == (net.layers[c].out_channels, net.layers[p].out_channels)
@@ -182,7 +183,7 @@ def test_bad_inputs_raise(arch):
     with pytest.raises(ValueError, match='width'):
         ARCHS[arch](width=1 / 128)
     with pytest.raises(ValueError, match='in_size'):
-        ARCHS[arch](in_size=20)
+        ARCHS[arch](in_size=8)
     with pytest.raises(ValueError, match='add_task'):
         net.prune(0.5)
     with pytest.raises(ValueError, match='add_task'):
@@ -190,8 +191,10 @@ def test_bad_inputs_raise(arch):
     with pytest.raises(ValueError, match='valid ids are \\[\\]'):
         net.add_task(4, share={1})
     t = net.add_task(4)
-    with pytest.raises(ValueError, match='in_size=64'):
-        net(torch.randn(2, 3, 64, 64))
+    with pytest.raises(ValueError, match='convert the images to 3 channels'):
+        net(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match='resize them to at least'):
+        net(torch.randn(2, 3, 8, 8))
     for k in (1.0, 1.5, -0.1):
         with pytest.raises(ValueError, match=r'\[0, 1\)'):
             net.prune(k)
@@ -201,6 +204,7 @@ def test_bad_inputs_raise(arch):
         net.shared(0)
     with pytest.raises(ValueError, match='freeze'):
         net.add_task(4)
+    net.prune(0.5)
     with pytest.raises(ValueError, match='val_ds'):
         fit(net, toy(), schedule='plateau', progress=False)
     with pytest.raises(ValueError, match='schedule'):
@@ -213,10 +217,221 @@ def test_bad_inputs_raise(arch):
     net.add_task(4)
     with pytest.raises(ValueError, match=r'not frozen yet'):
         net.add_task(4, share={1})
-    net.freeze()
+    net.prune(0.5); net.freeze()
     with pytest.raises(ValueError, match=r'cannot share task 7.*valid ids are \[1, 2\]'):
         net.add_task(4, share={2, 7})
     with pytest.raises(ValueError, match='valid task ids'):
         net.use(1, tasks={1, 9})
     with pytest.raises(ValueError, match='criterion'):
         net.add_task(4); net.prune(0.5, criterion='taylor')
+
+
+# ---------- task ids (any integral value; bool, float, str, None rejected)
+def test_task_ids_numpy_pandas_and_bad_shares():
+    import numpy as np
+    import pandas as pd
+    from fktnb.subnets import task_id
+    net = resnet18(width=1 / 16)
+    net.add_task(3); net.prune(0.65); net.freeze()
+    for bad in (True, {1.0}, '1', 1.0, [None], np.True_):
+        with pytest.raises(ValueError, match='share must be an integer task id'):
+            net.add_task(3, share=bad)
+    assert net.tasks == 1                                   # nothing changed by the failed calls
+    assert net.add_task(3, share=np.int64(1)) == 2 and net.shared(2) == {1}
+    assert all(type(s) is int for s in net.shared(2))
+    net.use(np.int64(1)); assert net.selection == (1, frozenset({1}))
+    net.use(pd.Series([2]).iloc[0]); assert net.selection == (2, frozenset({1, 2}))
+    net.use(torch.tensor(2), tasks=pd.Series([1, 2]))
+    assert net.selection == (2, frozenset({1, 2}))
+    assert net.head(np.int32(1)) is net.heads['1']
+    assert torch.equal(net.task_filters(np.int64(1), 'conv1'), net.owner['conv1'] == 1)
+    assert net.connections(np.int64(2), 'conv1', 'layer1.0.conv1').shape == (4, 4)
+    for bad in (1.0, '1', None, True, torch.tensor([1])):
+        with pytest.raises(ValueError, match='task ids are integers'):
+            net.use(bad)
+    assert task_id(np.uint8(7)) == 7
+    net.prune(0.65); net.freeze()
+    with pytest.raises(ValueError, match='cannot share task 3'):     # a future task
+        net.add_task(3, share=[1, np.int64(3)])
+
+
+# ---------- pruning counts: Python's round (halves to even) by default
+def test_prune_rounding_hand_counts():
+    from fktnb.subnets import n_pruned
+    assert [n_pruned(0.65, n) for n in (10, 90, 256, 166, 70)] == [6, 58, 166, 108, 46]
+    assert [n_pruned(0.65, n, rounding='half_up') for n in (10, 90, 256)] == [7, 59, 166]
+    # a stem of 10 filters (width 10/64) and FC layers of 90 units (width 90/4096)
+    for build, width, layer, even, up in ((resnet18, 10 / 64, 'conv1', 6, 7), (vgg16, 90 / 4096, 'fc1', 58, 59)):
+        for rounding, n in (('half_even', even), ('half_up', up)):
+            net = build(width=width); net.add_task(2)
+            pruned = net.prune(0.65, rounding=rounding) if rounding != 'half_even' else net.prune(0.65)
+            assert len(pruned[layer]) == n, (build.__name__, rounding)
+    with pytest.raises(ValueError, match='half_even'):
+        net.prune(0.65, rounding='nearest')
+
+
+# ---------- VGG-16 with the authors' two fully connected layers
+def test_vgg16_fc_layers_and_graph():
+    net = vgg16(width=1 / 16)
+    assert list(net.layers) == [f'conv{i}' for i in range(1, 14)] + ['fc1', 'fc2']
+    expected = [(f'conv{i}', f'conv{i + 1}') for i in range(1, 13)] + [('conv13', 'fc1'), ('fc1', 'fc2')]
+    assert net.graph == expected
+    assert set(net.activation_modules()) == set(net.layers)
+    for width, c, f in ((1.0, 512, 4096), (1 / 8, 64, 512)):
+        net = vgg16(width=width)
+        shapes = {k: tuple(v.shape) for k, v in net.named_parameters()}
+        assert shapes['body.conv1.conv.weight'] == (int(64 * width), 3, 3, 3)
+        assert shapes['body.conv13.conv.weight'] == (c, c, 3, 3)
+        assert shapes['body.fc1.fc.weight'] == (f, c) and shapes['body.fc2.fc.weight'] == (f, f)
+        assert not any('fc' in k and 'bias' in k for k in shapes)
+        net.add_task(7)
+        assert tuple(net.head(1).weight.shape) == (7, f) and net.head(1).bias is not None
+        if width == 1.0:
+            for l in ('fc1', 'fc2'):
+                w = net.layers[l].weight
+                assert abs(w.std().item() - 0.01) < 2e-4 and abs(w.mean().item()) < 2e-4, l
+    old = vgg16(width=1 / 8, fc=False)
+    assert list(old.layers)[-1] == 'conv13' and old.n_features == 64
+
+
+def test_vgg16_fc_frozen_and_pruned_units():
+    net = vgg16(width=1 / 16, seed=1)
+    net.add_task(4)
+    fit(net, toy(seed=1), seed=1, **FIT)
+    net.prune(0.65)
+    fit(net, toy(seed=1), seed=1, **FIT)
+    net.freeze()
+    x = toy(32, seed=5).tensors[0]
+    before = {l: net.layers[l].weight.detach().clone() for l in ('fc1', 'fc2')}
+    logits = net.use(1)(x).detach().clone()
+    net.add_task(4, share={1})
+    fit(net, toy(seed=2), seed=2, **FIT)
+    net.prune(0.65); net.freeze()
+    for l, w in before.items():
+        rows = net.owner[l] == 1
+        assert rows.sum() == 256 - round(0.65 * 256)
+        assert torch.equal(net.layers[l].weight[rows], w[rows]), l
+        assert (net.layers[l].weight[net.owner[l] == 0] == 0).all()
+        cols = ~torch.isin(net.owner[net.inp[l]], torch.tensor([1]))
+        assert (net.layers[l].weight[rows][:, cols] == 0).all(), l            # constraint 3 on task 1's FC columns
+    assert torch.equal(net.use(1)(x), logits)
+    head_cols = net.owner['fc2'] != 1
+    assert (net.head(1).weight[:, head_cols] == 0).all()
+    # pruned (free) and task-2 FC units output exactly zero under task 1
+    acts = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o))
+             for l, m in net.activation_modules().items() if l.startswith('fc')]
+    net.use(1)(x)
+    for h in hooks: h.remove()
+    for l in ('fc1', 'fc2'):
+        assert acts[l].shape == (32, 256)
+        assert (acts[l][:, net.owner[l] != 1] == 0).all() and (acts[l][:, net.owner[l] == 1] != 0).any()
+
+
+# ---------- one network, several input sizes
+@pytest.mark.parametrize('arch', list(ARCHS))
+def test_mixed_input_sizes(arch):
+    net = ARCHS[arch](in_size=64, width=1 / 16, seed=2)
+    g = torch.Generator().manual_seed(0)
+    big = TensorDataset(torch.randn(32, 3, 64, 64, generator=g), torch.randint(0, 4, (32,), generator=g))
+    small = toy(32, seed=3)
+    net.add_task(4); fit(net, big, seed=0, **FIT); net.prune(0.65); net.freeze()
+    x1 = big.tensors[0]
+    out1 = net.use(1)(x1).detach().clone()
+    acc1 = evaluate(net, 1, big)
+    net.add_task(4, share={1}); fit(net, small, seed=0, **FIT); net.prune(0.65); net.freeze()
+    assert torch.equal(net.use(1)(x1), out1) and evaluate(net, 1, big) == acc1
+    assert 0 <= evaluate(net, 2, small) <= 1
+    assert net.use(2)(torch.randn(4, 3, 48, 40)).shape == (4, 4)
+    with pytest.raises(ValueError, match='at least'):
+        net(torch.randn(4, 3, net.min_size - 1, 64))
+    with pytest.raises(ValueError, match='batch dimension'):
+        net(torch.randn(3, 32, 32))
+
+
+# ---------- the registry
+def test_registry():
+    from collections import OrderedDict
+    from fktnb.models import (register_arch, get_arch, ARCHS as REG, ConvUnit, GlobalAvgPool, FCUnit, scaled_width)
+    import torch.nn as nn
+    assert REG['vgg16'] is vgg16 and get_arch('resnet18') is resnet18
+    with pytest.raises(ValueError, match=r"registered are \[.*'resnet18'.*'vgg16'"):
+        get_arch('alexnet')
+    with pytest.raises(ValueError, match='replace=True'):
+        register_arch('vgg16', vgg16)
+
+    def tiny(in_size=32, width=1.0, seed=0, in_channels=3, hidden=8):
+        c = scaled_width(16, width, 'tiny')
+        body = nn.Sequential(OrderedDict(a=ConvUnit(in_channels, c), p=nn.MaxPool2d(2), b=ConvUnit(c, c),
+                                  gap=GlobalAvgPool(), fc=FCUnit(c, hidden)))
+        return MaskedNet(body, in_size, in_channels, seed)
+    try:
+        register_arch('tiny_test', tiny)
+        net = get_arch('tiny_test')(width=0.5, seed=1, hidden=6)
+        assert net.kwargs == dict(in_size=32, width=0.5, seed=1, in_channels=3, hidden=6)
+        assert list(net.layers) == ['a', 'b', 'fc'] and net.graph == [('a', 'b'), ('b', 'fc')]
+        with pytest.raises(ValueError, match='already registered'):
+            register_arch('tiny_test', tiny)
+        register_arch('tiny_test', tiny, replace=True)
+    finally:
+        REG.pop('tiny_test', None)
+
+
+# ---------- compact checkpoints
+def test_compact_checkpoint(tmp_path):
+    net = resnet18(width=1 / 8, seed=7)
+    net.add_task(4); fit(net, toy(seed=1), seed=1, **FIT); net.prune(0.65); net.freeze()
+    net.add_task(3, share=1); net.prune(0.5); net.freeze()
+    p = net.save(tmp_path / 'new.pt')
+    d = torch.load(p, weights_only=False)
+    assert 'init' not in d
+    old = dict(d, init={l: w.clone() for l, w in net.init_weights.items()}, format=1)   # the earlier file layout
+    del old['init_digest']
+    torch.save(old, tmp_path / 'old.pt')
+    new_size, old_size = (tmp_path / 'new.pt').stat().st_size, (tmp_path / 'old.pt').stat().st_size
+    assert new_size <= 0.55 * old_size, (new_size, old_size)
+    # the rebuilt initial weights are the ones of the saved net, bit for bit
+    fresh = resnet18(width=1 / 8, seed=7)
+    assert all(torch.equal(fresh.init_weights[l], net.init_weights[l]) for l in net.layers)
+    x = toy(8, seed=4).tensors[0]
+    for path in (tmp_path / 'new.pt', tmp_path / 'old.pt'):
+        net2 = MaskedNet.load(path)
+        assert all(torch.equal(a, b) for a, b in zip(net2.state_dict().values(), net.state_dict().values()))
+        assert list(net2.state_dict()) == list(net.state_dict())
+        assert all(torch.equal(net2.owner[l], net.owner[l]) for l in net.layers)
+        assert all(torch.equal(net2.init_weights[l], net.init_weights[l]) for l in net.layers)
+        assert net2.frozen_tasks == {1, 2} and net2.shared(2) == {1} and net2._share == net._share
+        assert net2.n_classes == net.n_classes and net2.current == 2 and net2.kwargs == net.kwargs
+        for t in (1, 2):
+            assert torch.equal(net2.use(t)(x), net.use(t)(x))
+    # add_task after load re-initialises exactly as on the never-saved net
+    a, b = copy.deepcopy(net), MaskedNet.load(tmp_path / 'new.pt')
+    a.add_task(5, share=2); b.add_task(5, share=2)
+    assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
+    # a builder that no longer gives the saved initial weights is detected
+    d['init_digest'] = '0' * 64
+    torch.save(d, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match='other initial weights'):
+        MaskedNet.load(tmp_path / 'bad.pt')
+
+
+# ---------- capacity
+def test_capacity_own_filters_left_and_add_task_error():
+    from fktnb.subnets import own_filters_left
+    # n = 4 (ResNet-18 stem at width 1/16), k = 0.65, by hand: own 4 prune 3 keep 1; own 3 prune 2 keep 1;
+    # own 2 prune 1 keep 1; own 1 prune round(0.65) = 1 keep 0; and so on
+    assert own_filters_left(4, 0.65, 6) == [1, 1, 1, 0, 0, 0]
+    assert own_filters_left(256, 0.65, 3) == [90, 58, 38]
+    assert own_filters_left(4, 0.3, 3) == [3, 1, 0]
+    net = resnet18(width=1 / 16)
+    kept = []
+    for t in range(1, 5):
+        net.add_task(2); net.prune(0.65); net.freeze()
+        kept.append(int((net.owner['conv1'] == t).sum()))
+    assert kept == [1, 1, 1, 0]
+    net = resnet18(width=1 / 16)
+    for t in range(2):
+        net.add_task(2); net.prune(0.3); net.freeze()
+    with pytest.raises(ValueError, match=r"task 3 would get no free filter in layer 'conv1'.*larger width"):
+        net.add_task(2)
+    assert net.tasks == 2

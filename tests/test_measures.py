@@ -3,8 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from fktnb.measures import (ActivationStats, activation_score, collect_activations, collect_stats, connectivity,
-                            fkt, score_subnetworks)
+import matplotlib
+matplotlib.use('Agg')
+
+from fktnb.measures import (ActivationStats, accuracy_matrix_metrics, activation_score, activation_values,
+                            collect_activations, collect_stats, connectivity, connectivity_values, filter_activation,
+                            fkt, layer_connectivity, plot_layer_distributions, score_subnetworks)
 
 
 # ---------------------------------------------------------------- the independent reference (numpy only)
@@ -104,6 +108,102 @@ def test_stats_on_gpu_match_cpu():
                                    atol=1e-9, rtol=0)
 
 
+def test_stats_hold_no_class_axis():
+    "Memory: 200 classes and two 512-filter layers: the statistics hold the rows and one [Fc, Fp] array, not [C, Fc, Fp]."
+    g = torch.Generator().manual_seed(0)
+    n, C = 600, 200
+    acts = {'p': torch.rand(n, 512, generator=g), 'c': torch.rand(n, 512, generator=g)}
+    y = torch.arange(n) % C
+    st = ActivationStats.from_activations(acts, y, [('p', 'c')], chunk=128)
+    assert st.nbytes < n * 1024 * 4 + 3 * 1024 * 8 + 10_000           # float32 rows + sums (+ the labels)
+    r = st.mean_abs_correlation('p', 'c')
+    assert r.shape == (512, 512) and st.nbytes < n * 1024 * 4 + 512 * 512 * 8 + 3 * 1024 * 8 + 10_000
+    assert st.nbytes < C * 512 * 512 * 8 / 20                          # the old per-class sums: 420 MB
+    ref = ref_class_abs_r(acts['c'].numpy(), acts['p'].numpy(), y.numpy())
+    np.testing.assert_allclose(r.numpy(), ref, atol=1e-6, rtol=0)
+
+
+def test_stats_updates_after_a_query():
+    "Adding batches after the correlations were read recomputes them (nothing stale is cached)."
+    acts, y, edges = synthetic()
+    st = ActivationStats.from_activations({l: a[:100] for l, a in acts.items()}, y[:100], edges)
+    st.mean_abs_correlation('a', 'b')
+    st.update({l: a[100:] for l, a in acts.items()}, y[100:])
+    ref = ref_class_abs_r(acts['b'].numpy(), acts['a'].numpy(), y.numpy())
+    np.testing.assert_allclose(st.mean_abs_correlation('a', 'b').numpy(), ref, atol=1e-6, rtol=0)
+    assert st.n_samples == len(y)
+
+
+def test_stats_keep_subset_of_filters():
+    "Filters left out of `keep` count as constant (r = 0); the kept ones are exact."
+    acts, y, edges = synthetic()
+    keep = {'b': torch.tensor([True, False, True, True, False, True, True])}
+    st = ActivationStats(dict(a=5, b=7, c=3), edges, keep=keep).update(acts, y)
+    for p, c in edges:
+        ref = ref_class_abs_r(acts[c].numpy(), acts[p].numpy(), y.numpy())
+        if c == 'b': ref[~keep['b'].numpy()] = 0
+        if p == 'b': ref[:, ~keep['b'].numpy()] = 0
+        np.testing.assert_allclose(st.mean_abs_correlation(p, c).numpy(), ref, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError):
+        ActivationStats(dict(a=5), [], keep={'a': torch.ones(4, dtype=torch.bool)})
+    with pytest.raises(ValueError):
+        st.mean_abs_correlation('c', 'a')                              # not an edge
+
+
+def test_filter_activation():
+    conv = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    torch.testing.assert_close(filter_activation(conv), conv.flatten(2).mean(2))
+    fc = torch.rand(2, 7)
+    assert filter_activation(fc) is fc                                 # an FC unit's output as it is
+    with pytest.raises(ValueError):
+        filter_activation(torch.rand(2, 3, 4))
+
+
+def test_accuracy_matrix_metrics():
+    nan = float('nan')
+    R = [[0.90, nan, nan, nan],
+         [0.88, 0.70, nan, nan],
+         [0.85, 0.72, 0.60, nan],
+         [0.80, 0.71, 0.62, 0.50]]
+    m = accuracy_matrix_metrics(R)
+    assert m['ACC'] == pytest.approx((0.80 + 0.71 + 0.62 + 0.50) / 4)   # 0.6575
+    assert m['BWT'] == pytest.approx(((0.80 - 0.90) + (0.71 - 0.70) + (0.62 - 0.60)) / 3)   # -0.0233
+    pd = pytest.importorskip('pandas')
+    assert accuracy_matrix_metrics(pd.DataFrame(R)) == m
+    frozen = np.tril(np.tile([0.9, 0.7, 0.6], (3, 1)))                # nothing ever moves: BWT exactly 0
+    assert accuracy_matrix_metrics(frozen) == dict(ACC=pytest.approx(2.2 / 3), BWT=0.0)
+    assert np.isnan(accuracy_matrix_metrics([[0.5]])['BWT'])
+    for bad in ([[0.9, 0.1]], [[nan, nan], [0.5, 0.4]], [[0.9, nan], [0.5, nan]], []):
+        with pytest.raises(ValueError):
+            accuracy_matrix_metrics(bad)
+
+
+def test_plot_layer_distributions():
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(0)
+    vals = {'S_1 (mnist)': {'conv1': rng.random(50), ('conv1', 'conv2'): rng.random(80) ** 2},
+            'S_2 (cifar)': {'conv1': np.full(5, 0.3), ('conv1', 'conv2'): np.array([0.7])},
+            'S_3 (none)': {'conv1': np.array([]), ('conv1', 'conv2'): np.array([])}}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')                                # degenerate input: silent
+        fig = plot_layer_distributions(vals, xlabel='squared connectivity', title='T_beta data')
+    axes = fig.axes
+    assert len(axes) == 2 and axes[1].get_title() == 'conv1 → conv2' and axes[0].get_xlabel() == 'squared connectivity'
+    assert len(axes[0].collections) >= 1                               # the shaded density of S_1
+    assert any(np.ptp(l.get_xdata()) == 0 and l.get_xdata()[0] == 0.3 for l in axes[0].lines)   # S_2: a vertical line
+    legend = axes[1].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(vals)
+    texts = [t.get_text() for ax in axes for t in [ax.title, ax.xaxis.label, ax.yaxis.label]]
+    assert not any('$' in t or '\\' in t for t in texts)
+    plt.close(fig)
+    fig, ax = plt.subplots(2, 2)
+    assert plot_layer_distributions(vals, layers=['conv1'], axes=ax[1]) is fig
+    plt.close(fig)
+    with pytest.raises(ValueError):
+        plot_layer_distributions({})
+
+
 def test_fkt():
     assert fkt(0.8, 0.75) == pytest.approx(0.05)
     assert fkt(0.5, 0.6) == pytest.approx(-0.1)
@@ -148,7 +248,7 @@ def test_all_active_pass_equals_own_mask(small_run):
     x = ds.tensors[0][:64]
     for t in (1, 2, 3):
         seen = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, o.mean(dim=(2, 3))))
+        hooks = [m.register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, filter_activation(o)))
                  for l, m in mods.items()]
         net.eval()
         net.use(t)
@@ -224,3 +324,79 @@ def test_bad_inputs(small_run):
     with pytest.raises(ValueError):
         connectivity(net, 2, st)
     assert connectivity(net, 3, st)[0] == pytest.approx(connectivity(net, 3, (acts, labels))[0], abs=1e-6)
+
+
+def test_task_ids(small_run):
+    "numpy/pandas integer ids are accepted everywhere; 1.0, True and '1' are rejected."
+    net, ds, acts, labels = small_run
+    st = collect_stats(net, ds, tasks=[np.int64(1), np.int32(2), 3])
+    assert st.tasks == {1, 2, 3} and all(type(t) is int for t in st.tasks)
+    p, c = net.graph[0]
+    for t in (np.int64(2), np.int8(2)):
+        assert activation_score(net, t, st) == activation_score(net, 2, st)
+        assert connectivity(net, t, st) == connectivity(net, 2, st)
+        assert torch.equal(layer_connectivity(net, t, st, p, c), layer_connectivity(net, 2, st, p, c))
+        assert activation_values(net, t, st).keys() == activation_values(net, 2, st).keys()
+        assert all(np.array_equal(v, connectivity_values(net, 2, st)[k]) for k, v in connectivity_values(net, t, st).items())
+    pd = pytest.importorskip('pandas')
+    ids = pd.Series([1, 3]).to_numpy()
+    s = score_subnetworks(net, ds, candidates=ids)
+    assert set(s) == {1, 3} and all(type(t) is int for t in s)
+    for bad in (2.0, True, '2', np.float64(2)):
+        for f in (lambda t: activation_score(net, t, st), lambda t: connectivity(net, t, st),
+                  lambda t: layer_connectivity(net, t, st, p, c), lambda t: activation_values(net, t, st),
+                  lambda t: connectivity_values(net, t, st), lambda t: score_subnetworks(net, ds, candidates=[t]),
+                  lambda t: collect_stats(net, ds, tasks=[t])):
+            with pytest.raises(ValueError):
+                f(bad)
+
+
+# ---------------------------------------------------------------- VGG-16 with its two fully connected layers
+@pytest.fixture(scope='module')
+def vgg_run():
+    models = pytest.importorskip('fktnb.models')
+    net = models.vgg16(in_size=32, width=1 / 16, seed=0)
+    if 'fc1' not in net.activation_modules():
+        pytest.skip('this VGG-16 has no fully connected layers fc1, fc2')
+    for n_cls, share in ((4, set()), (3, {1})):
+        net.add_task(n_classes=n_cls, share=share)
+        net.prune(0.65)
+        net.freeze()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(130, 3, 32, 32, generator=g)
+    y = torch.randint(0, 3, (130,), generator=g)
+    ds = torch.utils.data.TensorDataset(x, y)
+    acts, labels = collect_activations(net, ds)
+    return net, ds, acts, labels
+
+
+def test_fc_activations_are_the_units_outputs(vgg_run):
+    net, ds, acts, labels = vgg_run
+    assert ('conv13', 'fc1') in net.graph and ('fc1', 'fc2') in net.graph
+    out = {}
+    mods = net.activation_modules()
+    hooks = [mods[l].register_forward_hook(lambda m, i, o, l=l: out.__setitem__(l, o)) for l in ('conv13', 'fc1', 'fc2')]
+    net.eval()
+    with torch.no_grad(), net.selected(2, tasks={1, 2}):
+        net(ds.tensors[0][:64])
+    for h in hooks:
+        h.remove()
+    assert out['fc1'].dim() == 2 and out['conv13'].dim() == 4
+    for l in ('fc1', 'fc2'):
+        assert acts[l].shape == (130, out[l].shape[1])
+        torch.testing.assert_close(acts[l][:64], out[l])                # post-ReLU output as it is
+        assert (acts[l] >= 0).all() and acts[l].abs().sum() > 0
+    torch.testing.assert_close(acts['conv13'][:64], out['conv13'].mean((2, 3)))
+
+
+@pytest.mark.parametrize('squared', [True, False])
+def test_vgg_measures_match_reference(vgg_run, squared):
+    net, ds, acts, labels = vgg_run
+    st = collect_stats(net, ds)
+    assert len(st._kept_cols) < st.total_filters                        # free filters of no frozen task: not stored
+    for t in (1, 2):
+        P_ref, rho_ref = ref_connectivity(net, t, acts, labels, squared)
+        P, rho = connectivity(net, t, st, squared=squared)
+        assert ('fc1', 'fc2') in rho and ('conv13', 'fc1') in rho and set(rho) == set(rho_ref)
+        assert max(abs(rho[k] - rho_ref[k]) for k in rho) < 1e-6 and abs(P - P_ref) < 1e-6
+        assert abs(activation_score(net, t, st, squared=squared) - ref_activation(net, t, acts, squared)) < 1e-6

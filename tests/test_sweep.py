@@ -1,0 +1,143 @@
+"""Executors of fktnb.sweep on this CPU: local workers match inline bit for bit, a SIGKILLed sweep resumes, two sweeps
+into one out_dir share the work, and the SLURM path runs through submitit's local executor."""
+import os, signal, subprocess, sys, time
+from dataclasses import asdict
+from pathlib import Path
+import pandas as pd
+import pytest
+from fktnb.runs import results
+from fktnb.store import ResultStore
+from fktnb.sweep import execute, sweep_configs, sbatch_script, SweepWorker, _executor, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = dict(preset='smoke', threads=1)
+NUMBERS = ['acc', 'acc_trained', 'A', 'P', 'share', 'shared', 'accs', 'scores', 'layers']
+
+
+def _cfgs(out, experiments=('two_task',), tasks=(1, 2)):
+    return sweep_configs(list(experiments), ['syn'], ['resnet18'], tasks=list(tasks), out_dir=str(out), **SMOKE)
+
+
+def _cli(out, *extra, tasks='[1,2,3]'):
+    "The fktnb-sweep command as a process of its own (own process group), on a smoke two-task syn run."
+    cmd = [sys.executable, '-m', 'fktnb.sweep', '--preset', 'smoke', '--experiments', 'two_task', '--datasets', 'syn',
+           '--archs', 'resnet18', '--set', f'tasks={tasks}', '--set', 'threads=1', '--out-dir', str(out),
+           '--no-progress', *extra]
+    env = os.environ | dict(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _raw_keys(cfg):
+    "Every key written into the run's results.csv, duplicates included (read independently of the store)."
+    return list(pd.read_csv(cfg.run_dir / 'results.csv', usecols=['key'])['key'])
+
+
+def _plan_units(cfgs):
+    from fktnb.runs import plan
+    return sum(j.n_units for c in cfgs for j in plan(c))
+
+
+def test_local_workers_give_the_rows_of_inline(tmp_path):
+    a, b = _cfgs(tmp_path / 'inline', ('two_task', 'six_task')), _cfgs(tmp_path / 'local', ('two_task', 'six_task'))
+    sa = execute(a, progress=False, threads=1)
+    sb = execute(b, executor='local', workers=2, threads=1, progress=False, poll_s=0.5)
+    n = _plan_units(a)
+    assert (sa['done'], sa['ran'], sb['done'], sb['ran']) == (n, n, n, n)
+    for ca, cb in zip(a, b):
+        ra, rb = results(ca), results(cb)
+        assert len(ra) > 0 and list(ra.key) == list(rb.key) and ra.key.is_unique
+        for col in NUMBERS:
+            assert ra[col].astype(str).tolist() == rb[col].astype(str).tolist(), col     # bit for bit (repr of floats)
+        assert sorted(_raw_keys(ca)) == sorted(ra.key) and sorted(_raw_keys(cb)) == sorted(rb.key)
+
+
+def _wait_rows(cfg, n, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        path = cfg.run_dir / 'results.csv'
+        if path.exists() and len(path.read_text().splitlines()) - 1 >= n: return
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError('no rows appeared')
+
+
+def test_sigkill_of_the_sweep_then_rerun(tmp_path):
+    cfg, = sweep_configs(['two_task'], ['syn'], ['resnet18'], tasks=[1, 2, 3], out_dir=str(tmp_path), **SMOKE)
+    proc = _cli(tmp_path, '--executor', 'local', '--workers', '2')
+    _wait_rows(cfg, 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = ResultStore(cfg.run_dir / 'results.csv').load()
+    n = _plan_units([cfg])
+    assert 2 <= len(before) < n, 'killed too late to test a resume'
+    s = execute([cfg], progress=False, threads=1, poll_s=0.2)
+    after = results(cfg)
+    assert (s['already_done'], s['ran'], s['done']) == (len(before), n - len(before), n)
+    raw = _raw_keys(cfg)
+    assert len(raw) == len(set(raw)) == n                                    # no duplicate, no lost unit
+    kept = after.set_index('key').loc[before.key]
+    assert (kept.finished.values == before.finished.values).all()            # finished units were skipped
+
+
+def test_two_sweeps_at_once_into_one_out_dir(tmp_path):
+    cfg, = sweep_configs(['two_task'], ['syn'], ['resnet18'], tasks=[1, 2, 3], out_dir=str(tmp_path), **SMOKE)
+    p1, p2 = _cli(tmp_path), _cli(tmp_path)
+    outs = [p.communicate(timeout=400)[0] for p in (p1, p2)]
+    assert p1.returncode == 0 and p2.returncode == 0, outs
+    n = _plan_units([cfg])
+    raw = _raw_keys(cfg)
+    assert len(raw) == len(set(raw)) == n and sorted(raw) == sorted(results(cfg).key)
+    ran = [int(o.split(' units done (')[1].split(' run by')[0]) for o in outs]
+    assert sum(ran) == n, outs                                               # no unit was computed twice
+    assert not list((cfg.run_dir / 'claims').glob('*-*'))                     # every claim released
+
+
+def test_slurm_path_through_submitit_local(tmp_path, capsys):
+    "The SLURM code path (options, job array, Checkpointable workers) on submitit's local executor."
+    cfgs = _cfgs(tmp_path)
+    s = execute(cfgs, executor='slurm', workers=2, progress=False, poll_s=0.5, threads=1,
+                slurm=dict(cluster='local', partition='gpu', gpus_per_job=0, time_min=30, extra=dict(account='lab')))
+    n = _plan_units(cfgs)
+    assert (s['done'], s['ran']) == (n, n) and len(set(_raw_keys(cfgs[0]))) == len(_raw_keys(cfgs[0])) == n
+
+
+def test_timed_out_worker_is_requeued_and_resumes(tmp_path):
+    "submitit signals the job before its time limit: the worker checkpoints, is requeued, and finishes the rest."
+    cfg, = _cfgs(tmp_path, tasks=(1, 2, 3))
+    ex, _ = _executor('slurm', tmp_path / 'sweep', 1, dict(cluster='local', time_min=1, signal_delay_s=48))
+    job, = ex.map_array(SweepWorker([asdict(cfg)], threads=1, poll_s=0.2), [0])
+    out = job.result()
+    log = Path(job.paths.stdout).read_text() + Path(job.paths.stderr).read_text()
+    assert 'requeued' in log, log[-2000:]
+    raw, n = _raw_keys(cfg), _plan_units([cfg])
+    assert len(raw) == len(set(raw)) == n and out['units'] < n               # the last start did only the rest
+
+
+def test_sbatch_script_carries_the_options(tmp_path):
+    s = sbatch_script(dict(partition='a100', gpus_per_job=2, cpus_per_job=8, time_min=240, array_parallelism=3,
+                           mem='64G', setup=['source ~/venv/bin/activate'], extra=dict(qos='high')), 10, tmp_path)
+    lines = set(s.splitlines())
+    for flag in ('--partition=a100', '--gpus-per-node=2', '--cpus-per-task=8', '--time=240', '--array=0-9%3',
+                 '--mem=64G', '--qos=high', '--requeue', '--signal=USR2@120', '--open-mode=append'):
+        assert f'#SBATCH {flag}' in lines, flag
+    assert 'source ~/venv/bin/activate' in lines and 'srun' in s
+
+
+def test_dry_run_prints_the_whole_paper_without_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('FKTNB_DATA', str(tmp_path / 'nothing-here'))
+    assert main(['--dry-run', '--out-dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [l for l in out.splitlines() if l.split()[:1] in (['two_task'], ['three_task'], ['six_task'])]
+    assert len(rows) == 18 and 'total' in out and not (tmp_path / 'two_task').exists()
+    total = next(l for l in out.splitlines() if l.startswith('total')).split()
+    assert int(total[2]) == sum(int(r.split()[4]) for r in rows) and float(total[3]) > 100
+
+
+def test_bad_options_fail_early(tmp_path):
+    cfgs = _cfgs(tmp_path)
+    with pytest.raises(ValueError, match='unknown executor'): execute(cfgs, executor='ray')
+    with pytest.raises(ValueError, match='unknown slurm option'):
+        execute(cfgs, executor='slurm', slurm=dict(gpus=1, cluster='local'))
+    with pytest.raises(SystemExit, match='NAME=VALUE'): main(['--dry-run', '--set', 'trials'])
+    with pytest.raises(SystemExit): main(['--dry-run', '--set', 'colour=red'])

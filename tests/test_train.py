@@ -1,0 +1,214 @@
+"""Training loop (03_train): step milestones of short runs, the plateau rule on validation accuracy, task ids from
+numpy/pandas, and fit_group (issue 14): K learners trained at once give what K separate fits give."""
+import copy
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+import fktnb.train as train
+from fktnb.models import resnet18, vgg16
+from fktnb.train import fit, fit_group, evaluate, evaluate_loss, step_milestones, step_lr
+
+ARCHS = {'resnet18': resnet18, 'vgg16': vgg16}
+FIT = dict(lr=0.05, batch_size=32, weight_decay=5e-4, device='cpu', progress=False)
+
+
+def toy(n=96, classes=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, classes, (n,), generator=g))
+
+
+def easy(n=96, seed=0):
+    "Two classes told apart by the sign of the mean brightness: any net learns it in a few steps."
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g) * 0.5 + (2.0 * y - 1)[:, None, None, None], y)
+
+
+def flat(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def untrainable(net):
+    "[(parameter name, bool mask of the entries the current task may NOT change)], from trainable_masks."
+    masks = net.trainable_masks()
+    out = []
+    for name, p in net.named_parameters():
+        m = masks[p] if p in masks else torch.zeros_like(p, dtype=torch.bool)
+        if m is not None: out.append((name, ~m))
+    return out
+
+
+def assert_untrainable_unchanged(before, after):
+    ps = dict(after.named_parameters())
+    for name, keep in untrainable(before):
+        assert torch.equal(ps[name][keep], dict(before.named_parameters())[name][keep]), name
+
+
+# ---------------------------------------------------------------- item 1: step schedule of short runs
+def test_step_milestones_short_and_long():
+    assert step_milestones(60) == [15, 30, 45]
+    assert step_milestones(20) == [5, 10, 15]
+    for epochs in (1, 2, 3, 4):
+        assert min(step_milestones(epochs)) >= 1
+        assert step_lr(0, epochs) == 0.1                      # the first epoch trains at the given lr
+    assert [step_lr(e, 2) for e in range(2)] == [0.1, 0.1 / 100]
+    assert [step_lr(e, 60) for e in (0, 14, 15, 30, 45, 59)] == [0.1, 0.1, 0.01, 0.1 / 100, 0.1 / 1000, 0.1 / 1000]
+    net = resnet18(width=1 / 16); net.add_task(4)
+    assert fit(net, toy(32), epochs=1, **FIT)['lr'] == [0.05]
+
+
+# ---------------------------------------------------------------- item 2: the plateau rule
+ACC = [0.3, 0.5, 0.4, 0.6, 0.6, 0.2, 0.9, 0.9, 0.9, 0.9]
+LOSS = [1.0, 0.9, 0.95, 0.97, 0.5, 0.6, 0.1, 0.1, 0.1, 0.1]
+# patience 1, lr 0.1, lr_min 5e-4, by hand:
+#  acc:  e0 best, e1 best, e2 miss -> 0.01, e3 best, e4 (tie) miss -> 0.001, e5 miss -> 1e-4 < lr_min: stop; best e3
+#  loss: e0 best, e1 best, e2 miss -> 0.01, e3 miss -> 0.001, e4 best, e5 miss -> 1e-4: stop; best e4
+EXPECTED = {'acc': ([0.1, 0.1, 0.1, 0.01, 0.01, 0.001], 3), 'loss': ([0.1, 0.1, 0.1, 0.01, 0.001, 0.001], 4)}
+
+
+def scripted(monkeypatch, scripts):
+    "Replace evaluate_loss by per-learner scripted (loss, acc) sequences; record each learner's weights per call."
+    seen = {}
+    def fake(net, t, ds, batch_size=64, device=None):
+        calls = seen.setdefault(id(net), [])
+        calls.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        acc, loss = scripts[id(net)]
+        return loss[len(calls) - 1], acc[len(calls) - 1]
+    monkeypatch.setattr(train, 'evaluate_loss', fake)
+    return seen
+
+
+@pytest.mark.parametrize('metric', ['acc', 'loss'])
+def test_plateau_rule_scripted(monkeypatch, metric):
+    net = resnet18(width=1 / 16); net.add_task(4)
+    seen = scripted(monkeypatch, {id(net): (ACC, LOSS)})
+    h = fit(net, toy(32), val_ds=toy(32, seed=1), epochs=10, lr=0.1, lr_min=5e-4, patience=1, schedule='plateau',
+            plateau_metric=metric, batch_size=32, device='cpu', progress=False)
+    lrs, best = EXPECTED[metric]
+    assert h['lr'] == pytest.approx(lrs, rel=1e-12) and h['epoch'] == list(range(6))
+    assert h['best_epoch'] == best
+    snaps = seen[id(net)]
+    state = net.state_dict()
+    assert all(torch.equal(state[k], snaps[best][k]) for k in state)                 # the best epoch's weights
+    assert not all(torch.equal(state[k], snaps[-1][k]) for k in state)
+
+
+def test_plateau_metric_checked():
+    net = resnet18(width=1 / 16); net.add_task(4)
+    with pytest.raises(ValueError, match="plateau_metric"):
+        fit(net, toy(32), val_ds=toy(32), schedule='plateau', plateau_metric='val_acc', progress=False)
+    with pytest.raises(ValueError, match="amp"):
+        fit(net, toy(32), amp='fp16', progress=False)
+
+
+# ---------------------------------------------------------------- item 3: task ids
+def test_task_ids_from_numpy_and_pandas():
+    net = vgg16(width=1 / 16); net.add_task(4)
+    ds = toy(16)
+    ref = evaluate_loss(net, 1, ds)
+    for t in (np.int64(1), np.int32(1), pd.Series([1, 2]).iloc[0], pd.DataFrame({'t': [1]})['t'][0]):
+        assert evaluate_loss(net, t, ds) == ref and evaluate(net, t, ds) == ref[1]
+    for bad in (1.0, True, np.True_, '1'):
+        with pytest.raises(ValueError, match='integer'):
+            evaluate(net, bad, ds)
+
+
+# ---------------------------------------------------------------- item 4: fit_group
+def learners(arch):
+    """Three learners from the same seed with different histories: task 1 trained on different data, pruned 0.5,
+    frozen; task 2 shares nothing / shares task 1 / shares task 1 with 6 classes."""
+    out = []
+    for share, n_classes, seed in [((), 4, 1), ({1}, 4, 2), ({1}, 6, 3)]:
+        net = ARCHS[arch](width=1 / 16, seed=0)
+        net.add_task(4)
+        fit(net, toy(64, seed=seed), epochs=1, seed=seed, **FIT)
+        net.prune(0.5); net.freeze()
+        net.add_task(n_classes, share=share)
+        out.append(net)
+    return out
+
+
+@pytest.mark.parametrize('arch', list(ARCHS))
+@pytest.mark.parametrize('seeds', [0, [0, 1, 2]], ids=['one-seed', 'seed-per-learner'])
+def test_fit_group_equals_separate_fits(arch, seeds):
+    group = learners(arch)
+    alone, before = copy.deepcopy(group), copy.deepcopy(group)
+    data = toy(96, seed=9)
+    hg = fit_group(group, data, epochs=2, seed=seeds, **FIT)
+    hs = [fit(n, data, epochs=2, seed=seeds if isinstance(seeds, int) else seeds[k], **FIT)
+          for k, n in enumerate(alone)]
+    for k, (g, s, b) in enumerate(zip(group, alone, before)):
+        rel = ((flat(g) - flat(s)).norm() / flat(s).norm()).item()
+        moved = ((flat(s) - flat(b)).norm() / flat(b).norm()).item()
+        print(f'{arch} seeds={seeds} learner {k}: ||w_group - w_sep|| / ||w_sep|| = {rel:.2e} (training moved {moved:.2e})')
+        assert rel <= 1e-3 and moved > 100 * rel
+        assert_untrainable_unchanged(b, g)                  # frozen and foreign weights: bit-identical
+        assert_untrainable_unchanged(b, s)
+        assert hg[k]['train_loss'] == pytest.approx(hs[k]['train_loss'], rel=1e-4)
+        assert hg[k]['lr'] == hs[k]['lr'] and hg[k]['task'] == 2 and hg[k]['group_size'] == 3
+        assert g.heads['2'].weight.shape[0] == b.heads['2'].weight.shape[0]
+
+
+def test_fit_group_plateau_per_learner_lr(monkeypatch):
+    group = learners('resnet18')[:2]
+    alone = copy.deepcopy(group)
+    scripts = {id(group[0]): (ACC, LOSS), id(group[1]): (LOSS[::-1], ACC), id(alone[0]): (ACC, LOSS),
+               id(alone[1]): (LOSS[::-1], ACC)}
+    scripted(monkeypatch, scripts)
+    kw = dict(val_ds=toy(32, seed=1), epochs=8, lr=0.1, lr_min=5e-4, patience=1, schedule='plateau',
+              batch_size=32, device='cpu', progress=False)
+    hg = fit_group(group, toy(64, seed=9), **kw)
+    hs = [fit(n, toy(64, seed=9), **kw) for n in alone]
+    assert hg[0]['lr'] == pytest.approx(EXPECTED['acc'][0]) and hg[0]['best_epoch'] == 3
+    assert hg[0]['lr'] != hg[1]['lr']                        # the learners' lrs differ: per-learner update
+    for g, s, a, b in zip(group, alone, hg, hs):
+        assert a['lr'] == pytest.approx(b['lr']) and a['best_epoch'] == b['best_epoch'] and a['epoch'] == b['epoch']
+        rel = ((flat(g) - flat(s)).norm() / flat(s).norm()).item()
+        print(f'plateau group vs separate: {rel:.2e}')
+        assert rel <= 1e-3
+
+
+def test_fit_group_bad_inputs():
+    a, b = learners('resnet18')[:2]
+    with pytest.raises(ValueError, match='twice'):
+        fit_group([a, a], toy(32), progress=False)
+    with pytest.raises(ValueError, match='one architecture, width and input size'):
+        v = vgg16(width=1 / 16); v.add_task(4)
+        fit_group([a, v], toy(32), progress=False)
+    with pytest.raises(ValueError, match='one architecture, width and input size'):
+        w = resnet18(width=1 / 8); w.add_task(4)
+        fit_group([a, w], toy(32), progress=False)
+    with pytest.raises(ValueError, match='one per learner'):
+        fit_group([a, b], toy(32), seed=[1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match='at least one'):
+        fit_group([], toy(32))
+    b.freeze()
+    with pytest.raises(ValueError, match='frozen'):
+        fit_group([a, b], toy(32), progress=False)
+
+
+@pytest.mark.parametrize('arch', list(ARCHS))
+def test_channels_last_group_equals_plain_group(arch):
+    group = learners(arch)
+    other = copy.deepcopy(group)
+    fit_group(group, toy(64, seed=9), epochs=1, seed=[0, 1, 2], **FIT)
+    fit_group(other, toy(64, seed=9), epochs=1, seed=[0, 1, 2], channels_last=True, **FIT)
+    for g, o in zip(group, other):
+        assert ((flat(g) - flat(o)).norm() / flat(g).norm()).item() <= 1e-3      # reassociation only
+        assert all(p.is_contiguous() for p in o.parameters())
+
+
+@pytest.mark.parametrize('grouped', [False, True], ids=['fit', 'fit_group'])
+def test_bf16_and_channels_last_train(grouped):
+    nets = learners('vgg16')[:2]
+    before = copy.deepcopy(nets)
+    data = easy(96)                        # labels 0/1 for task 2's 4- and 6-class heads
+    kw = dict(epochs=3, lr=0.05, batch_size=32, device='cpu', progress=False, amp='bf16', channels_last=True)
+    if grouped: hs = fit_group(nets, data, **kw)
+    else: hs = [fit(n, data, **kw) for n in nets]
+    for h, net, b in zip(hs, nets, before):
+        assert h['train_loss'][-1] < 0.7 * h['train_loss'][0], h['train_loss']
+        assert evaluate(net, 2, easy(64, seed=5)) >= 0.8
+        assert_untrainable_unchanged(b, net)
