@@ -8,14 +8,14 @@ measured throughput: GPU hours per experiment, dataset and architecture.
 import argparse, time
 import torch
 import torch.nn.functional as F
-from fktnb.models import resnet18, vgg16
 from fktnb.train import fit
 from fktnb.data import ArrayDataset
 from fktnb.runs import cost_table
+from fktnb.models import get_arch
 
 
 def images_per_s(arch, device, steps, batch=64):
-    net = {'resnet18': resnet18, 'vgg16': vgg16}[arch](in_size=32, width=1.0, seed=0)
+    net = get_arch(arch)(in_size=32, width=1.0, seed=0)
     net.add_task(10)
     n = batch * steps
     ds = ArrayDataset(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (n,)),
@@ -46,7 +46,7 @@ if __name__ == '__main__':
         learner, plain = images_per_s(arch, a.device, a.steps)
         ips[arch] = learner
         print(f'{arch} on {a.device}: learner {learner:.1f} img/s, plain step {plain:.1f} img/s, ratio {learner / plain:.2f}')
-    rows = [cost_table(images_per_s=ips[arch], archs=(arch,)) for arch in ips]
+    rows = [cost_table(archs=(arch,), images_per_s=ips[arch]) for arch in ips]
     import pandas as pd
     t = pd.concat(rows)
     print(t.pivot_table(index=['experiment', 'dataset'], columns='arch', values='gpu_hours').round(2))

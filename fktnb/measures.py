@@ -39,7 +39,7 @@ def _analysis_tasks(net, tasks):
                              f'(frozen: {sorted(net.frozen_tasks)})')
     return tasks
 
-# %% ../nbs/04_measures.ipynb #c48e7244
+# %% ../nbs/04_measures.ipynb #43c60038
 def filter_activation(out):
     "One value per sample and filter, [B, F]: the spatial mean of a conv map [B, F, H, W]; an FC output [B, F] as is."
     if out.dim() == 4: return out.mean(dim=(2, 3))
@@ -69,7 +69,7 @@ def _forward_pass(net, data, tasks, batch_size=EVAL_BATCH, device=None, on_batch
 def collect_activations(net, data, tasks=None, batch_size=EVAL_BATCH, device=None):
     """Per-sample filter activations `{layer: Tensor[N, n_filters]}` (float32, CPU) and labels `Tensor[N]` from one
     pass over `data` with the frozen subnetworks `tasks` (default: all) active. For plots and reference checks;
-    the measures themselves use the streaming `collect_stats`."""
+    the measures use `collect_stats`."""
     tasks, chunks, ys = _analysis_tasks(net, tasks), [], []
     def keep(a, y):
         chunks.append({l: v.float().cpu() for l, v in a.items()}); ys.append(y.cpu())

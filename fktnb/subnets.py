@@ -60,7 +60,7 @@ def own_filters_left(n, k, n_tasks, rounding='half_even') -> list[int]:
         kept.append(free - m); free = m
     return kept
 
-# %% ../nbs/02_subnets.ipynb #c2a4a9b4
+# %% ../nbs/02_subnets.ipynb #61390394
 PRUNE_ORDERS = ('scored_before_pass', 'layerwise')
 
 def _conn_view(mask, w):
@@ -243,7 +243,14 @@ class Subnets:
         if getattr(self, 'arch', None) not in ARCHS:
             raise ValueError(f'cannot save a net of architecture {getattr(self, "arch", None)!r}: build it through a '
                              f'builder registered with register_arch (registered: {sorted(ARCHS)})')
-        torch.save(dict(format=2, arch=self.arch, kwargs=self.kwargs, state=self.state_dict(),
+        state, rows = self.state_dict(), {}
+        key = {id(p): n for n, p in self.named_parameters()}
+        for l, m in self.layers.items():      # only the rows of owned filters (unowned rows are zero: see above)
+            owned, w = self.owner[l] != 0, m.weight.detach()
+            if not bool(owned.all()) and not w[~owned.to(w.device)].any():
+                rows[l] = (owned.nonzero().flatten(), w[owned.to(w.device)].clone())
+                del state[key[id(m.weight)]]
+        torch.save(dict(format=3, arch=self.arch, kwargs=self.kwargs, state=state, rows=rows,
                         owners={l: o.clone() for l, o in self.owner.items() if self.owner_src[l] == l},
                         init_digest=init_digest(self.init_weights), n_classes=dict(self.n_classes),
                         share={t: sorted(s) for t, s in self._share.items()}, frozen=sorted(self.frozen_tasks),
@@ -268,7 +275,16 @@ class Subnets:
             net.n_classes[t], net._share[t] = d['n_classes'][t], frozenset(d['share'][t])
             net._shared[t] = net._share[t].union(*(net._shared[s] for s in net._share[t]))
         net.tasks, net.current, net.frozen_tasks = len(d['n_classes']), d['current'], set(d['frozen'])
-        net.load_state_dict(d['state'])
+        rows = d.get('rows', {})
+        with torch.no_grad():
+            for l, (idx, w) in rows.items():
+                full = torch.zeros_like(net.layers[l].weight); full[idx] = w.to(full.dtype)
+                net.layers[l].weight.copy_(full)
+        key = {id(p): n for n, p in net.named_parameters()}
+        got = net.load_state_dict(d['state'], strict=False)
+        if got.unexpected_keys or set(got.missing_keys) != {key[id(net.layers[l].weight)] for l in rows}:
+            raise ValueError(f'{path}: the saved weights do not fit {d["arch"]} {kwargs} (missing {got.missing_keys}, '
+                             f'unexpected {got.unexpected_keys})')
         for l, o in d['owners'].items(): net.owner[l].copy_(o)
         net._changed()
         if d['selection'] is not None: net.use(d['selection'][0], tasks=set(d['selection'][1]))

@@ -57,7 +57,7 @@ def _wait_rows(cfg, n, proc, timeout=240):
     while time.time() - t0 < timeout:
         path = cfg.run_dir / 'results.csv'
         if path.exists() and len(path.read_text().splitlines()) - 1 >= n: return
-        assert proc.poll() is None, proc.stdout.read()
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else proc.poll()
         time.sleep(0.2)
     raise AssertionError('no rows appeared')
 
@@ -102,16 +102,20 @@ def test_slurm_path_through_submitit_local(tmp_path, capsys):
     assert (s['done'], s['ran']) == (n, n) and len(set(_raw_keys(cfgs[0]))) == len(_raw_keys(cfgs[0])) == n
 
 
-def test_timed_out_worker_is_requeued_and_resumes(tmp_path):
-    "submitit signals the job before its time limit: the worker checkpoints, is requeued, and finishes the rest."
+def test_preempted_worker_is_requeued_and_resumes(tmp_path):
+    "SLURM's preemption / time-limit signal (USR2) mid-run: the worker checkpoints, is requeued, and finishes the rest."
     cfg, = _cfgs(tmp_path, tasks=(1, 2, 3))
-    ex, _ = _executor('slurm', tmp_path / 'sweep', 1, dict(cluster='local', time_min=1, signal_delay_s=48))
+    ex, _ = _executor('slurm', tmp_path / 'sweep', 1, dict(cluster='local', time_min=30))
     job, = ex.map_array(SweepWorker([asdict(cfg)], threads=1, poll_s=0.2), [0])
+    _wait_rows(cfg, 2, job._process)
+    controller = job._process.pid
+    task, = Path(f'/proc/{controller}/task/{controller}/children').read_text().split()
+    os.kill(int(task), signal.SIGUSR2)                                      # what SLURM sends before preempting
     out = job.result()
     log = Path(job.paths.stdout).read_text() + Path(job.paths.stderr).read_text()
-    assert 'requeued' in log, log[-2000:]
+    assert 'requeued' in log, log[-3000:]
     raw, n = _raw_keys(cfg), _plan_units([cfg])
-    assert len(raw) == len(set(raw)) == n and out['units'] < n               # the last start did only the rest
+    assert len(raw) == len(set(raw)) == n and out['units'] < n               # the requeued worker did only the rest
 
 
 def test_sbatch_script_carries_the_options(tmp_path):
