@@ -127,7 +127,7 @@ def _choices(what, value, valid):
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(map(repr, valid))}")
 
-# %% ../nbs/05_config.ipynb #ffdef9e4
+# %% ../nbs/05_config.ipynb #79a562d0
 _TRUE, _FALSE = {'true', 'yes', 'y', '1', 'on'}, {'false', 'no', 'n', '0', 'off'}
 
 def _field_type(name):
@@ -195,7 +195,9 @@ def parse_param(name: str, value):
     if name in ('download', 'channels_last', 'fuse', 'keep_leaves'): return _as_bool(name, value)
     if name == 'tasks': return _as_list(name, value, _as_int)
     if name == 'strategies': return _as_list(name, value, _as_str)
-    if name in ('data_root', 'out_dir'): return str(Path(_as_str(name, value)).expanduser())
+    if name in ('data_root', 'out_dir'):
+        if not isinstance(value, (str, os.PathLike)): raise ValueError(f'{name} must be a folder path, got {value!r}')
+        return str(Path(value).expanduser())
     if isinstance(value, str) and value.strip().lower() == 'none': return None
     t = _field_type(name)
     if 'int' in t: return _as_int(name, value)

@@ -169,7 +169,7 @@ def plot_connectivity_raw_vs_squared(run_dir, beta, trial=0, n_layers=4, names=N
     for ax in axes.ravel()[[not a.has_data() for a in axes.ravel()]]: ax.remove()   # fewer layers than n_layers
     return fig
 
-# %% ../nbs/10_report.ipynb #56de48a8
+# %% ../nbs/10_report.ipynb #d9f32eda
 def three_task_table(df: pd.DataFrame, dataset=None, arch=None) -> pd.DataFrame:
     "Tables 1/3 layout: rows (alpha, beta, gamma); per decision ours, std, paper, diff; best decision ours, paper, agree."
     from fktnb.runs import DECISIONS
@@ -216,7 +216,8 @@ def three_task_markdown(table: pd.DataFrame, names=None) -> str:
             cells[f'accuracy on T_γ, {DECISION_LABELS[c]}'] = s
         rows.append(dict(zip(['T_α', 'T_β', 'T_γ'], (_task_name(names, t) for t in idx))) | cells |
                     {'our best': DECISION_LABELS[r['best']],
-                     'paper best': DECISION_LABELS[r['best_paper']] if isinstance(r['best_paper'], str) else '–'})
+                     'paper best': DECISION_LABELS[r['best_paper']] if isinstance(r['best_paper'], str) else '–',
+                     'same as paper': {True: 'yes', False: 'no'}.get(r['agree'], '–')})
     k, n = agreement(table)
     note = ('\nCells: ours ± std over trials (paper; ours − paper), accuracy on T_γ in %; bold: our best decision; '
             '* marks the paper\'s best (bold in the paper).' + (f' Our best decision is the paper\'s in {k} of {n} rows.'
@@ -233,16 +234,19 @@ def plot_three_task(table: pd.DataFrame, names=None, title=None):
     panels = [('ours', table[decs])]
     paper = table[[f'{c}_paper' for c in decs]]
     if paper.notna().any().any(): panels.append(('paper', paper.set_axis(decs, axis=1)))
+    gaps = [v.sub(v.max(axis=1), axis=0) for _, v in panels]
+    low = min([-0.5] + [float(np.nanmin(g.to_numpy())) for g in gaps if g.notna().any().any()])   # one scale for all
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.2, 0.32 * len(table) + 1.6), squeeze=False)
-    for k, (ax, (name, v)) in enumerate(zip(axes[0], panels)):
-        gap = v.sub(v.max(axis=1), axis=0)
+    for k, (ax, (name, v), gap) in enumerate(zip(axes[0], panels, gaps)):
         sns.heatmap(gap.set_axis(rows).set_axis(labels, axis=1), ax=ax, annot=v.to_numpy(), fmt='.1f', cmap='viridis',
-                    vmax=0, vmin=min(-0.5, float(np.nanmin(gap.to_numpy())) if gap.notna().any().any() else -0.5),
-                    annot_kws=dict(fontsize=7), cbar=k == len(panels) - 1,
+                    vmax=0, vmin=low, annot_kws=dict(fontsize=7), cbar=k == len(panels) - 1,
                     cbar_kws=dict(label="points below the row's best"), linewidths=0.5, linecolor='white')
         ax.set_title(name, fontsize=9); ax.set_xlabel(''); ax.set_ylabel('T_α, T_β, T_γ' if k == 0 else '', fontsize=8)
         ax.tick_params(labelsize=7, rotation=0)
         if k: ax.set_yticklabels([])
+        if ax.collections and ax.collections[0].colorbar is not None:
+            ax.collections[0].colorbar.ax.tick_params(labelsize=7)
+            ax.collections[0].colorbar.set_label("points below the row's best", fontsize=8)
     fig.suptitle(title or 'accuracy on T_γ (%) under each sharing decision', fontsize=9)
     fig.tight_layout()
     return fig
@@ -408,11 +412,12 @@ def report(df: pd.DataFrame, run_dir, names=None, show=False) -> dict:
         if not show: plt.close(f)
     return {**{k: t for k, (t, _) in tabs.items()}, **figs, 'markdown': {k: md for k, (_, md) in tabs.items()}}
 
-# %% ../nbs/10_report.ipynb #05dbf155
+# %% ../nbs/10_report.ipynb #0c54826e
 def find_results(out_dir) -> list:
-    "Every `<experiment>/<dataset>-<arch>/results.csv` under `out_dir`."
+    "Every run folder `<experiment>/<dataset>-<arch>/` under `out_dir` (with a results.csv or a config.json): its results.csv path."
     from fktnb.config import EXPERIMENTS
-    return sorted(p for p in Path(out_dir).glob('*/*/results.csv') if p.parent.parent.name in EXPERIMENTS)
+    dirs = {p.parent for pat in ('*/*/results.csv', '*/*/config.json') for p in Path(out_dir).glob(pat)}
+    return sorted(d/'results.csv' for d in dirs if d.parent.name in EXPERIMENTS)
 
 def _config_of(entry):
     "The `Config` saved in config.json for a run id (fields the current Config does not know are dropped)."
@@ -423,10 +428,8 @@ def _config_of(entry):
 
 def _expected_units(run_id, cfg) -> dict:
     "key -> unit kind of every unit the run's plan holds."
-    from types import SimpleNamespace
-    from fktnb.runs import plan, Session
-    me = SimpleNamespace(run_id=run_id)                  # Session.key needs only the run id
-    return {Session.key(me, m): m.unit for j in plan(cfg) for m in j.members}
+    from fktnb.runs import plan, unit_key
+    return {unit_key(run_id, m): m.unit for j in plan(cfg) for m in j.members}
 
 def _describe_config(c: dict) -> str:
     if not c: return 'configuration unknown (no config.json entry)'
@@ -439,16 +442,17 @@ def gather(out_dir) -> tuple:
     from fktnb.store import ResultStore
     frames, runs = [], []
     for path in find_results(out_dir):
-        df = ResultStore(path).load()
-        if df.empty: continue
+        df = ResultStore(path).load() if path.exists() else pd.DataFrame(columns=['run_id', 'key'])
         df['run_dir'] = str(path.parent)
-        frames.append(df)
+        if len(df): frames.append(df)
         try: saved = json.loads((path.parent/'config.json').read_text()).get('runs', {})
         except (OSError, ValueError): saved = {}
-        for rid, g in df.groupby('run_id', sort=False):
+        exp_name, (ds, _, arch) = path.parent.parent.name, path.parent.name.rpartition('-')
+        started = [(rid, df.iloc[:0]) for rid in saved if rid not in set(df.run_id)]   # nothing finished yet
+        for rid, g in list(df.groupby('run_id', sort=False)) + started:
             entry = saved.get(rid) or {}
             c = entry.get('config', {})
-            run = dict(run_id=rid, experiment=g.experiment.iloc[0], dataset=g.dataset.iloc[0], arch=g.arch.iloc[0],
+            run = dict(run_id=rid, experiment=exp_name, dataset=ds, arch=arch,
                        preset=c.get('preset'), trials=c.get('trials'), configuration=_describe_config(c),
                        run_dir=str(path.parent), finished=len(g), expected=None, missing='')
             try:

@@ -14,9 +14,9 @@ from .store import ResultStore, CheckpointCache
 
 # %% auto #0
 __all__ = ['DECISIONS', 'ASSUMED_GPU_IMAGES_PER_S', 'MAX_SAVED_VALUES', 'CPU_IMAGES_PER_S', 'Member', 'Job', 'plan',
-           'cache_bytes', 'estimate_cost', 'cost_table', 'limit', 'load_tasks', 'make_net', 'steps_key', 'Session',
-           'learn_group', 'measure', 'save_values', 'load_values', 'values_path', 'job_done', 'run_job', 'results',
-           'run', 'announce']
+           'cache_bytes', 'estimate_cost', 'cost_table', 'limit', 'load_tasks', 'make_net', 'unit_key', 'steps_key',
+           'Session', 'learn_group', 'measure', 'save_values', 'load_values', 'values_path', 'job_done', 'run_job',
+           'results', 'run', 'announce']
 
 # %% ../nbs/08_runs.ipynb #3be9857f
 DECISIONS = {'share_both': 'ab', 'omit_beta': 'a', 'omit_alpha': 'b'}   # Acc^{ab}_g, Acc^{a}_g, Acc^{b}_g: shared subnetworks
@@ -173,7 +173,7 @@ def cost_table(experiments=EXPERIMENTS, datasets=('tic', 'mpc', 'kef'), archs=('
     return pd.DataFrame([estimate_cost(resolve(e, preset=preset, dataset=d, arch=a, out_dir='.', **params), images_per_s)
                          for e in experiments for d in datasets for a in archs])
 
-# %% ../nbs/08_runs.ipynb #305212be
+# %% ../nbs/08_runs.ipynb #665e9a73
 def limit(ds, n, seed=0):
     "The first `n` images of a fixed random permutation of `ds` (all of `ds` when n is None or >= len(ds))."
     if n is None or len(ds) <= n: return ds
@@ -195,11 +195,15 @@ def make_net(cfg: Config, trial: int, in_size: int = 32):
     from fktnb.models import get_arch
     return get_arch(cfg.arch)(in_size=in_size, width=cfg.width, seed=cfg.seed + trial)
 
+def unit_key(run_id: str, m: Member) -> str:
+    "Store key of unit `m` in run `run_id`."
+    return stable_hash(dict(run=run_id, unit=m.uid))
+
 def steps_key(run_id: str, trial: int, steps) -> str:
     "Key of the network learned from a fresh init by `steps` = [(task number, share set of task numbers), ...]."
     return stable_hash(dict(run=run_id, trial=trial, steps=[(t, sorted(s)) for t, s in steps]))
 
-# %% ../nbs/08_runs.ipynb #8f3b7f84
+# %% ../nbs/08_runs.ipynb #5a22f096
 class Session:
     "The run's data, store, cache and run id, for one process (see above)."
     def __init__(self, cfg: Config, log: Callable | None = None):
@@ -227,7 +231,7 @@ class Session:
         with os.fdopen(fd, 'w') as f: json.dump(runs, f, indent=1, default=str)
         os.replace(tmp, path)
 
-    def key(self, m: Member) -> str: return stable_hash(dict(run=self.run_id, unit=m.uid))
+    def key(self, m: Member) -> str: return unit_key(self.run_id, m)
 
     def network(self, trial: int, steps):
         "The learner after `steps` (a fresh copy), from the cache or learned."
@@ -446,8 +450,8 @@ def run(cfg: Config, progress: bool = True) -> pd.DataFrame:
                     run_id=session.run_id, seconds=round(time.time() - t0, 1), cache_bytes=session.cache.size_bytes())
     return df
 
-# %% ../nbs/08_runs.ipynb #4570be6a
-CPU_IMAGES_PER_S = {'resnet18': 50, 'vgg16': 40}   # measured on a 2-core CPU at full width, batch 64 (see 03_train)
+# %% ../nbs/08_runs.ipynb #2a36b904
+CPU_IMAGES_PER_S = {'resnet18': 77, 'vgg16': 62}   # measured on a 2-core CPU at full width, batch 64 (benchmarks/bench_runs.py)
 
 def announce(cfg: Config) -> str:
     "One paragraph: what the run will do and cost on this machine (printed by the notebooks before training)."
@@ -458,7 +462,7 @@ def announce(cfg: Config) -> str:
              f'{c["jobs"]} jobs, {c["train_images"]:,} training images; about {c["gpu_hours"]:.2f} GPU-hours at an '
              f'assumed {c["images_per_s"]} images/s.']
     if not gpu:
-        w = cfg.width ** 2   # the cost of a convolution scales with in x out channels
+        w = cfg.width        # measured: width 1/8 trains ~10x faster than full width on a CPU (not 64x: overheads)
         cpu_h = (c['train_images'] + c['eval_images'] / 3) / (CPU_IMAGES_PER_S.get(cfg.arch, 40) / w) / 3600
         lines.append(f'No GPU: this run trains on the CPU, estimated {cpu_h:,.1f} hours at about '
                      f'{CPU_IMAGES_PER_S.get(cfg.arch, 40) / w:,.0f} images/s.' +

@@ -15,7 +15,7 @@ import submitit
 __all__ = ['SLURM_DEFAULTS', 'EXECUTORS', 'Claims', 'work', 'SweepWorker', 'slurm_parameters', 'sbatch_script', 'execute',
            'sweep_configs', 'describe', 'main']
 
-# %% ../nbs/09_sweep.ipynb #2d345443
+# %% ../nbs/09_sweep.ipynb #c12a885f
 def _proc_start(pid) -> str | None:
     "The start time of process `pid` (from /proc; None where there is no /proc), to tell a reused pid apart."
     try: stat = Path(f'/proc/{pid}/stat').read_text()
@@ -60,7 +60,9 @@ class Claims:
         "Why the claim `p` may be taken over ('dead', 'stale', 'unreadable'), or None while its owner works."
         try: info, age = json.loads(p.read_text()), time.time() - p.stat().st_mtime
         except FileNotFoundError: return 'gone'
-        except (OSError, ValueError): return 'unreadable' if time.time() - p.stat().st_mtime > 5 else None
+        except (OSError, ValueError):      # being written right now, or damaged: give it a few seconds
+            try: return 'unreadable' if time.time() - p.stat().st_mtime > 5 else None
+            except FileNotFoundError: return 'gone'
         if info.get('host') == self.me['host'] and not _alive(info['pid'], info.get('start')): return 'dead'
         return 'stale' if age > self.stale_s else None
 
@@ -97,7 +99,7 @@ class Claims:
     def close(self):
         self._stop.set(); self.release_all()
 
-# %% ../nbs/09_sweep.ipynb #10c34c98
+# %% ../nbs/09_sweep.ipynb #e70b7cbf
 def _quiet(msg): pass
 
 def _light(session):
@@ -109,7 +111,7 @@ def _light(session):
 def work(cfgs: list, poll_s: float = 1.0, stale_s: float = 600, heartbeat_s: float = 30, max_sessions: int = 2,
          sessions: dict | None = None, on_job: Callable | None = None, log: Callable = print) -> dict:
     """Run jobs of the plans of `cfgs` until all are finished (see above); returns dict(jobs=, units=) run here.
-    `sessions`: {index in cfgs: Session} already loaded by the caller."""
+    `sessions`: {index in cfgs: Session} already loaded by the caller; `on_job(cfg, job, seconds)` after each job."""
     from fktnb.runs import plan, Session, run_job, job_done
     plans = [plan(c) for c in cfgs]
     full = dict(sessions or {})                      # sessions with data (at most max_sessions kept)
@@ -137,20 +139,21 @@ def work(cfgs: list, poll_s: float = 1.0, stale_s: float = 600, heartbeat_s: flo
                     if any((i, a) not in finished for a in job.after): continue   # plans are in dependency order
                     claim = claims.take(s, job)
                     if claim is None: continue
+                    t0 = time.time()
                     try:
                         if not job_done(s, job):    # finished by another worker since we looked
                             rows = run_job(loaded(i), job, log=_quiet)
                             ran['jobs'] += 1; ran['units'] += len(rows)
                     finally: claims.release(claim)
                     finished.add((i, job.id)); progressed = True
-                    if on_job: on_job(cfgs[i], job)
+                    if on_job: on_job(cfgs[i], job, time.time() - t0)
                     break
                 if progressed: break
             if not pending: return ran
             if not progressed: time.sleep(poll_s)
     finally: claims.close()
 
-# %% ../nbs/09_sweep.ipynb #c2a5f052
+# %% ../nbs/09_sweep.ipynb #e1175a8c
 def _cfg_from_dict(d: dict):
     from fktnb.config import Config
     names = {f.name for f in fields(Config)}
@@ -166,7 +169,9 @@ class SweepWorker(submitit.helpers.Checkpointable):
         import torch
         if self.threads: torch.set_num_threads(self.threads)
         t0 = time.time()
-        ran = work([_cfg_from_dict(d) for d in self.specs], log=lambda s: print(s, flush=True), **self.work_kw)
+        say = lambda s: print(s, flush=True)
+        def done(cfg, job, seconds): say(f'[sweep] {cfg.experiment}/{cfg.dataset}-{cfg.arch} {job.id}: {job.n_units} units, {seconds:.1f}s')
+        ran = work([_cfg_from_dict(d) for d in self.specs], log=say, on_job=done, **self.work_kw)
         return ran | dict(worker=index, seconds=round(time.time() - t0, 1))
 
     def checkpoint(self, *args, **kwargs):
@@ -250,7 +255,7 @@ class _Progress:
         self.update()
         if self.bar is not None: self.bar.close()
 
-# %% ../nbs/09_sweep.ipynb #17b9126e
+# %% ../nbs/09_sweep.ipynb #54f6e912
 EXECUTORS = ('inline', 'local', 'slurm')
 
 def execute(cfgs, executor: str = 'inline', workers: int = 1, slurm: dict | None = None, progress: bool = True,
@@ -274,7 +279,7 @@ def execute(cfgs, executor: str = 'inline', workers: int = 1, slurm: dict | None
             import torch
             before = torch.get_num_threads()
             if threads or cfgs[0].threads: torch.set_num_threads(threads or cfgs[0].threads)
-            try: ran = work(cfgs, poll_s=poll_s, stale_s=stale_s, sessions=prog.sessions, on_job=lambda c, j: prog.update(),
+            try: ran = work(cfgs, poll_s=poll_s, stale_s=stale_s, sessions=prog.sessions, on_job=lambda c, j, t: prog.update(),
                             log=log)['units']
             finally: torch.set_num_threads(before)
         else:

@@ -221,7 +221,7 @@ def learn_task(net, train_ds, n_classes, share=(), val_ds=None, epochs=60, finet
     net.freeze()
     return t, dict(train=h1, finetune=h2)
 
-# %% ../nbs/03_train.ipynb #ab362284
+# %% ../nbs/03_train.ipynb #8a1740da
 def _body_shapes(net):
     return [(n, tuple(p.shape)) for n, p in net.named_parameters() if not n.startswith('heads.')]
 
@@ -294,10 +294,9 @@ class _Group:
                 if not act.all(): self.rows[name] = act.to(s.dtype).view(self.K, -1, *[1] * (dim - 1))
             self.S[name] = s
             if M.any(): self._optimise(s, M)
-        C = [n.n_classes[t] for n, t in zip(nets, self.tasks)]
         heads = [n.heads[str(t)] for n, t in zip(nets, self.tasks)]
+        self.C = C = [h.weight.shape[0] for h in heads]
         F_, Cmax = heads[0].weight.shape[1], max(C)
-        self.C = C
         self.Hw = torch.zeros(self.K, Cmax, F_, device=dev); self.Hb = torch.zeros(self.K, Cmax, device=dev)
         self.pad = torch.zeros(self.K, Cmax, device=dev)
         Mw = torch.zeros(self.K, Cmax, F_, dtype=torch.bool, device=dev); Mb = torch.zeros(self.K, Cmax, dtype=torch.bool, device=dev)

@@ -132,3 +132,25 @@ def test_crash_injected_after_n_units_then_resume(tmp_path, monkeypatch):
     df = run(cfg, progress=False)
     assert (df.attrs['skipped'], df.attrs['ran']) == (4, 5)
     assert len(_check_csv(cfg.run_dir / 'results.csv')) == 9
+
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='the message is for machines without a GPU')
+def test_paper_preset_without_gpu_says_what_it_costs(tmp_path):
+    "The default preset is the paper's: on a CPU the notebook says so, with the estimated time, before training."
+    from fktnb.config import resolve
+    from fktnb.runs import announce
+    msg = announce(resolve('six_task', dataset='tic', preset='paper', out_dir=str(tmp_path)))
+    assert 'No GPU' in msg and 'hours' in msg and 'preset smoke' in msg, msg
+
+
+def test_executed_notebook_stays_readable(tmp_path):
+    "No per-epoch progress bars or warnings in the output: a two-task smoke run of 6 + 2 epochs per task."
+    import nbformat
+    out = _execute('two_task', tmp_path, preset='smoke', epochs=6, finetune_epochs=2, tasks='[1, 2]',
+                   out_dir=str(tmp_path / 'out'))
+    nb = nbformat.read(str(out), as_version=4)
+    stderr = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
+                     if o.get('output_type') == 'stream' and o.get('name') == 'stderr')
+    print(f'{len(stderr)} characters of stderr:', stderr[-500:])
+    assert len(stderr) < 10_000
+    assert 'Warning' not in stderr
