@@ -260,7 +260,7 @@ def _net_ids(history, share) -> set:
     ids = {t: i + 1 for i, (t, _) in enumerate(history)}
     return {ids[s] for s in share}
 
-# %% ../nbs/08_runs.ipynb #30f14897
+# %% ../nbs/08_runs.ipynb #c1ea5866
 def learn_group(session, nets, task, shares, seeds, protocol='full') -> list:
     "Learn `task` on every net (see above); returns the test accuracies right after training (before any pruning)."
     from fktnb.train import fit, fit_group
@@ -269,7 +269,7 @@ def learn_group(session, nets, task, shares, seeds, protocol='full') -> list:
               schedule=cfg.schedule, batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp,
               channels_last=cfg.channels_last)
     def fit_all(epochs):
-        if cfg.fuse and len(nets) > 1: fit_group(nets, task.train, epochs=epochs, seed=list(seeds), **kw)
+        if cfg.fuse and len(nets) > 1: fit_group(nets, task.train, epochs=epochs, seed=list(seeds), progress=False, **kw)
         else:
             for net, seed in zip(nets, seeds): fit(net, task.train, epochs=epochs, seed=seed, progress=False, **kw)
     ids = [net.add_task(task.n_classes, share=share) for net, share in zip(nets, shares)]

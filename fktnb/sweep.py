@@ -204,15 +204,15 @@ def sbatch_script(slurm: dict | None, workers: int, folder) -> str:
     return _make_sbatch_string(command='<python -m submitit.core._submit ...>', folder=str(Path(folder)/'%j'),
                                map_count=workers, **slurm_parameters(slurm))
 
-# %% ../nbs/09_sweep.ipynb #cb2eeea6
+# %% ../nbs/09_sweep.ipynb #d692f16d
 def _executor(kind: str, folder: Path, workers: int, slurm: dict | None):
     "(submitit executor, per-worker parameter dicts) for `kind` 'local' or 'slurm'."
     if kind == 'local':
         import torch
         n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        ex = submitit.AutoExecutor(folder, cluster='local')
+        ex = submitit.LocalExecutor(folder)
         ex.update_parameters(timeout_min=7 * 24 * 60)
-        return ex, [dict(gpus_per_node=1, local_visible_gpus=[i % n_gpu]) if n_gpu else dict(gpus_per_node=0)
+        return ex, [dict(gpus_per_node=1, visible_gpus=[i % n_gpu]) if n_gpu else dict(gpus_per_node=0)
                     for i in range(workers)]
     cluster = (slurm or {}).get('cluster', 'slurm')
     params = slurm_parameters(slurm)
@@ -306,7 +306,7 @@ def execute(cfgs, executor: str = 'inline', workers: int = 1, slurm: dict | None
     finally: prog.close()
     return summary | dict(done=prog.count(), ran=ran, seconds=round(time.time() - t0, 1))
 
-# %% ../nbs/09_sweep.ipynb #39883c41
+# %% ../nbs/09_sweep.ipynb #79ad58e1
 def sweep_configs(experiments=('two_task', 'three_task', 'six_task'), datasets=('tic', 'mpc', 'kef'),
                   archs=('resnet18', 'vgg16'), preset: str = 'paper', **params) -> list:
     "One Config per experiment x dataset x arch (`params` as in `resolve`)."
@@ -314,15 +314,16 @@ def sweep_configs(experiments=('two_task', 'three_task', 'six_task'), datasets=(
     return [resolve(e, preset=preset, dataset=d, arch=a, **params) for e in experiments for d in datasets for a in archs]
 
 def describe(cfgs) -> str:
-    "The plan of a sweep as text: one line per run, then the totals."
-    from fktnb.runs import plan
-    lines, tot = [f"{'experiment':<11} {'dataset':<7} {'arch':<9} {'jobs':>5} {'units':>6} {'GPU-hours':>10}"], [0, 0, 0.0]
+    "The plan of a sweep as text: one line per run, then the totals (GPU-hours at the assumed throughput, checkpoint disk)."
+    from fktnb.runs import plan, cache_bytes
+    lines = [f"{'experiment':<11} {'dataset':<7} {'arch':<9} {'jobs':>5} {'units':>6} {'GPU-hours':>10} {'cache GB':>9}"]
+    tot = [0, 0, 0.0, 0.0]
     for c in cfgs:
         jobs = plan(c)
-        n, h = sum(j.n_units for j in jobs), sum(j.cost for j in jobs) / 3600
-        lines.append(f'{c.experiment:<11} {c.dataset:<7} {c.arch:<9} {len(jobs):>5} {n:>6} {h:>10.1f}')
-        tot = [tot[0] + len(jobs), tot[1] + n, tot[2] + h]
-    lines.append(f"{'total':<29} {tot[0]:>5} {tot[1]:>6} {tot[2]:>10.1f}")
+        n, h, gb = sum(j.n_units for j in jobs), sum(j.cost for j in jobs) / 3600, cache_bytes(c) / 1e9
+        lines.append(f'{c.experiment:<11} {c.dataset:<7} {c.arch:<9} {len(jobs):>5} {n:>6} {h:>10.1f} {gb:>9.1f}')
+        tot = [tot[0] + len(jobs), tot[1] + n, tot[2] + h, tot[3] + gb]
+    lines.append(f"{'total':<29} {tot[0]:>5} {tot[1]:>6} {tot[2]:>10.1f} {tot[3]:>9.1f}")
     return '\n'.join(lines)
 
 def _parser():

@@ -145,3 +145,20 @@ def test_bad_options_fail_early(tmp_path):
         execute(cfgs, executor='slurm', slurm=dict(gpus=1, cluster='local'))
     with pytest.raises(SystemExit, match='NAME=VALUE'): main(['--dry-run', '--set', 'trials'])
     with pytest.raises(SystemExit): main(['--dry-run', '--set', 'colour=red'])
+
+
+def test_local_workers_get_gpus_round_robin(tmp_path, monkeypatch):
+    "With 2 GPUs, 3 local workers see GPU 0, 1, 0 (CUDA_VISIBLE_DEVICES); without GPUs they see none."
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    ex, per_worker = _executor('local', tmp_path / 'sweep', 3, None)
+    seen = []
+    for params in per_worker:
+        ex.update_parameters(**params)
+        seen.append(ex.submit(os.getenv, 'CUDA_VISIBLE_DEVICES'))
+    assert [j.result() for j in seen] == ['0', '1', '0']
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    ex, per_worker = _executor('local', tmp_path / 'sweep2', 1, None)
+    ex.update_parameters(**per_worker[0])
+    assert ex.submit(os.getenv, 'CUDA_VISIBLE_DEVICES').result() == ''
