@@ -27,7 +27,7 @@ PRESETS = {
 }
 SMOKE_TASKS = {'two_task': 3, 'three_task': 3, 'six_task': 4}   # the smoke preset keeps the first n tasks
 
-# %% ../nbs/05_config.ipynb #2ac6083f
+# %% ../nbs/05_config.ipynb #6aba406b
 @dataclass(frozen=True)
 class Config:
     "Everything an experiment run needs; build it with `resolve` (which fills `None`s from the preset and validates)."
@@ -63,7 +63,7 @@ class Config:
     channels_last: bool = False      # train in channels_last memory layout
     executor: str = 'inline'         # 'inline' | 'local' | 'slurm' (see 09_sweep); never changes a key or a number
     workers: int = 1                 # local: processes on this machine; slurm: jobs in the array
-    fuse: bool = True                # learners that learn the same task train as one model (fit_group)
+    fuse: bool | None = None         # learners of one task train as one model (fit_group); None: on a GPU only
     group_size: int = 16             # at most this many learners per fused job
     keep_leaves: bool = False        # also cache networks no later unit starts from
 

@@ -88,7 +88,7 @@ def _members(cfg) -> list:
 
 def _six_info(cfg, s, k, tasks): return _info(cfg, unit='six', strategy=s, trial=k, tasks=tuple(tasks), task=tasks[-1])
 
-# %% ../nbs/08_runs.ipynb #577ea27f
+# %% ../nbs/08_runs.ipynb #62b8c263
 def plan(cfg: Config) -> list:
     "The run's jobs in dependency order (no data needed)."
     from fktnb.data import sequence_sizes
@@ -99,7 +99,7 @@ def plan(cfg: Config) -> list:
     for m in members:
         step = len(m.after_units) if m.unit == 'six' else len(m.start)
         groups.setdefault((m.unit, m.task, step), []).append(m)
-    cap = cfg.group_size if cfg.fuse else 1
+    cap = 1 if cfg.fuse is False else cfg.group_size
     for (unit, task, step), ms in groups.items():
         for i in range(0, len(ms), cap):
             chunk = tuple(ms[i:i + cap])
@@ -260,16 +260,20 @@ def _net_ids(history, share) -> set:
     ids = {t: i + 1 for i, (t, _) in enumerate(history)}
     return {ids[s] for s in share}
 
-# %% ../nbs/08_runs.ipynb #c1ea5866
+# %% ../nbs/08_runs.ipynb #7618434b
 def learn_group(session, nets, task, shares, seeds, protocol='full') -> list:
     "Learn `task` on every net (see above); returns the test accuracies right after training (before any pruning)."
+    import torch
     from fktnb.train import fit, fit_group
     cfg = session.cfg
     kw = dict(val_ds=task.val if cfg.schedule == 'plateau' else None, lr=cfg.lr, lr_min=cfg.lr_min,
               schedule=cfg.schedule, batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp,
               channels_last=cfg.channels_last)
+    # fused training pays off where kernel launches bound the step (a GPU); on a CPU it measured 0.8-1.0x separate fits
+    gpu = torch.device(cfg.device).type == 'cuda' if cfg.device else torch.cuda.is_available()
+    fuse = gpu if cfg.fuse is None else cfg.fuse
     def fit_all(epochs):
-        if cfg.fuse and len(nets) > 1: fit_group(nets, task.train, epochs=epochs, seed=list(seeds), progress=False, **kw)
+        if fuse and len(nets) > 1: fit_group(nets, task.train, epochs=epochs, seed=list(seeds), progress=False, **kw)
         else:
             for net, seed in zip(nets, seeds): fit(net, task.train, epochs=epochs, seed=seed, progress=False, **kw)
     ids = [net.add_task(task.n_classes, share=share) for net, share in zip(nets, shares)]
