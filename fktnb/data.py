@@ -376,7 +376,7 @@ def unregister_source(name):
     if users: raise ValueError(f'source {name!r} is used by the sequences {users}: unregister those first')
     del SOURCES[name]
 
-# %% ../nbs/00_data.ipynb #7302f242
+# %% ../nbs/00_data.ipynb #5e103653
 _CACHE_VERSION = 2
 _KEYS = ('train_x', 'train_y', 'test_x', 'test_y', 'classes')
 
@@ -445,8 +445,11 @@ def _decode(src, root, download):
     return d
 
 def _reader_name(read):
+    "The reader's name, arguments and a hash of its code: a reader edited in a notebook invalidates its cache."
     f, args = (read.func, (read.args, read.keywords)) if isinstance(read, partial) else (read, ())
-    return f'{getattr(f, "__module__", "")}.{getattr(f, "__qualname__", type(f).__name__)}{args!r}'
+    code = getattr(f, '__code__', None)
+    digest = hashlib.sha1(code.co_code + repr(code.co_consts).encode()).hexdigest()[:12] if code else ''
+    return f'{getattr(f, "__module__", "")}.{getattr(f, "__qualname__", type(f).__name__)}{args!r}#{digest}'
 
 def _signature(src, root):
     "What a source's cache depends on: its reader and options, and name/size/mtime/ctime of every file in its folder."

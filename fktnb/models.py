@@ -90,7 +90,7 @@ class GlobalAvgPool(nn.Module):
     "[B, C, H, W] -> [B, C]: the spatial mean (the end of every body, so the input size is free)."
     def forward(self, x): return x.mean((2, 3))
 
-# %% ../nbs/01_models.ipynb #b6eee2a6
+# %% ../nbs/01_models.ipynb #dc51af20
 def _as_ids(ids):
     return torch.tensor(sorted(ids), dtype=torch.long)
 
@@ -159,7 +159,7 @@ class MaskedNet(Subnets, nn.Module):
         finally: self._sel = prev
 
     def _set_masks(self, device):
-        key = (self._sel[1], self._version, device)
+        key = (self._sel[1], self._version, device, next(iter(self.layers.values())).weight.dtype)
         if key == self._mask_key: return
         ids = _as_ids(self._sel[1])
         for l, m in self.layers.items():

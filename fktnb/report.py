@@ -412,7 +412,7 @@ def report(df: pd.DataFrame, run_dir, names=None, show=False) -> dict:
         if not show: plt.close(f)
     return {**{k: t for k, (t, _) in tabs.items()}, **figs, 'markdown': {k: md for k, (_, md) in tabs.items()}}
 
-# %% ../nbs/10_report.ipynb #0c54826e
+# %% ../nbs/10_report.ipynb #2c20843b
 def find_results(out_dir) -> list:
     "Every run folder `<experiment>/<dataset>-<arch>/` under `out_dir` (with a results.csv or a config.json): its results.csv path."
     from fktnb.config import EXPERIMENTS
@@ -452,7 +452,7 @@ def gather(out_dir) -> tuple:
         for rid, g in list(df.groupby('run_id', sort=False)) + started:
             entry = saved.get(rid) or {}
             c = entry.get('config', {})
-            run = dict(run_id=rid, experiment=exp_name, dataset=ds, arch=arch,
+            run = dict(run_id=rid, experiment=exp_name, dataset=c.get('dataset', ds), arch=c.get('arch', arch),
                        preset=c.get('preset'), trials=c.get('trials'), configuration=_describe_config(c),
                        run_dir=str(path.parent), finished=len(g), expected=None, missing='')
             try:

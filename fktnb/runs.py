@@ -88,7 +88,7 @@ def _members(cfg) -> list:
 
 def _six_info(cfg, s, k, tasks): return _info(cfg, unit='six', strategy=s, trial=k, tasks=tuple(tasks), task=tasks[-1])
 
-# %% ../nbs/08_runs.ipynb #62b8c263
+# %% ../nbs/08_runs.ipynb #d406fb5f
 def plan(cfg: Config) -> list:
     "The run's jobs in dependency order (no data needed)."
     from fktnb.data import sequence_sizes
@@ -103,7 +103,7 @@ def plan(cfg: Config) -> list:
     for (unit, task, step), ms in groups.items():
         for i in range(0, len(ms), cap):
             chunk = tuple(ms[i:i + cap])
-            jid = f'{unit}-t{task}-s{step}-{i // cap}'
+            jid = f'{unit}-t{task}-s{step}-{stable_hash([m.uid for m in chunk], 8)}'   # unique across plans
             after = sorted({made_by[_start_of(m)] for m in chunk if _start_of(m) in made_by})
             cost = sum(_unit_seconds(cfg, m, sizes) for m in chunk)
             jobs.append(Job(jid, cfg.experiment, task, chunk, tuple(after), cost))
@@ -203,7 +203,7 @@ def steps_key(run_id: str, trial: int, steps) -> str:
     "Key of the network learned from a fresh init by `steps` = [(task number, share set of task numbers), ...]."
     return stable_hash(dict(run=run_id, trial=trial, steps=[(t, sorted(s)) for t, s in steps]))
 
-# %% ../nbs/08_runs.ipynb #5a22f096
+# %% ../nbs/08_runs.ipynb #b3e6347c
 class Session:
     "The run's data, store, cache and run id, for one process (see above)."
     def __init__(self, cfg: Config, log: Callable | None = None):
@@ -220,16 +220,19 @@ class Session:
     def _record(self):
         "Describe this run id (configuration and data) in config.json, beside the run ids already there."
         path = self.cfg.run_dir/'config.json'
-        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        try: runs = json.loads(path.read_text())
-        except (OSError, ValueError): runs = {}
-        if not isinstance(runs, dict) or 'runs' not in runs: runs = {'runs': {}}
-        runs['runs'][self.run_id] = dict(config=asdict(self.cfg), config_hash=self.cfg.hash, data_id=self.data_id,
+        with self.store._locked():          # concurrent runs into one folder: read-modify-write under the lock
+            runs = {'runs': {}}
+            if path.exists():
+                try: runs = json.loads(path.read_text()); assert isinstance(runs.get('runs'), dict)
+                except (ValueError, AssertionError, AttributeError):
+                    aside = path.with_name(f'config.json.damaged-{time.strftime("%Y%m%d-%H%M%S")}')
+                    os.replace(path, aside); runs = {'runs': {}}
+                    self.log(f'{path} could not be read: set aside as {aside.name}; it describes the runs from now on')
+            if self.run_id in runs['runs']: return
+            runs['runs'][self.run_id] = dict(config=asdict(self.cfg), config_hash=self.cfg.hash, data_id=self.data_id,
             data={n: dict(name=t.name, identity=t.identity, train=len(t.train), val=len(t.val), test=len(t.test),
                           in_size=t.in_size) for n, t in self.tasks.items()})
-        fd, tmp = tempfile.mkstemp(dir=self.cfg.run_dir, prefix='.config.', suffix='.tmp')
-        with os.fdopen(fd, 'w') as f: json.dump(runs, f, indent=1, default=str)
-        os.replace(tmp, path)
+            _atomic_write(path, json.dumps(runs, indent=1, default=str))
 
     def key(self, m: Member) -> str: return unit_key(self.run_id, m)
 
@@ -238,13 +241,14 @@ class Session:
         steps = tuple((t, frozenset(s)) for t, s in steps)
         key = steps_key(self.run_id, trial, steps)
         if key not in self._nets:
-            net = self.cache.load(key) if key in self.cache else None
+            cached = _load_net(self, key) if steps else None
+            net = cached[0] if cached else None
             if net is None:
                 net = self.network(trial, steps[:-1]) if steps else make_net(self.cfg, trial, self._in_size())
                 if steps:
-                    learn_group(self, [net], self.tasks[steps[-1][0]], [_net_ids(steps[:-1], steps[-1][1])],
-                                [self.seed(trial, steps)])
-                    self.cache.save(key, net)
+                    acc, = learn_group(self, [net], self.tasks[steps[-1][0]], [_net_ids(steps[:-1], steps[-1][1])],
+                                       [self.seed(trial, steps)])
+                    _save_net(self, key, net, acc)
             self._nets = dict(list(self._nets.items())[-3:]) | {key: net}
         return copy.deepcopy(self._nets[key])
 
@@ -254,6 +258,25 @@ class Session:
     def evaluate(self, net, t, task) -> float:
         from fktnb.train import evaluate
         return float(evaluate(net, t, task.test, batch_size=self.cfg.eval_batch_size, device=self.cfg.device))
+
+def _atomic_write(path, text: str):
+    "Write `text` to `path` through a temporary file and os.replace: the file is complete or absent."
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=f'.{Path(path).name}.', suffix='.tmp')
+    with os.fdopen(fd, 'w') as f: f.write(text)
+    os.replace(tmp, path)
+
+def _save_net(session, key, net, acc_trained):
+    "Cache `net` with its test accuracy before pruning (the side file first: a checkpoint never lacks it)."
+    _atomic_write(session.cache.path(key).with_suffix('.json'), json.dumps(dict(acc_trained=acc_trained)))
+    session.cache.save(key, net)
+
+def _load_net(session, key):
+    "(net, accuracy before pruning) from the cache, or None when either is missing or damaged."
+    if key not in session.cache: return None
+    try: acc = json.loads(session.cache.path(key).with_suffix('.json').read_text())['acc_trained']
+    except (OSError, ValueError, KeyError): return None
+    net = session.cache.load(key)
+    return None if net is None else (net, acc)
 
 def _net_ids(history, share) -> set:
     "The net's task ids of the sequence task numbers in `share`, given the network's history."
@@ -329,7 +352,7 @@ def values_path(run_dir, run_id, trial, alpha, beta) -> Path:
     "Where the two-task values of S_alpha on T_beta are saved."
     return Path(run_dir)/'values'/run_id/f'{trial}-{alpha}-{beta}.npz'
 
-# %% ../nbs/08_runs.ipynb #34a27863
+# %% ../nbs/08_runs.ipynb #e448773a
 _rows_written = 0
 
 def job_done(session, job) -> bool:
@@ -341,7 +364,7 @@ def _history(session, m):
     if m.unit != 'six': return m.start
     steps = list(m.start)
     for uid in m.after_units:
-        row = session.store.get(stable_hash(dict(run=session.run_id, unit=uid)))
+        row = session.store.get(stable_hash(dict(run=session.run_id, unit=uid)))   # = unit_key of that unit
         if row is None: raise RuntimeError(f'unit {uid} must be finished before {dict(m.info)}: run the plan in order')
         steps.append((int(row['task']), frozenset(int(s) for s in row['share'] or ())))
     return tuple(steps)
@@ -359,8 +382,6 @@ def _choose(session, m, history, scores):
     if not share <= set(cands):
         raise ValueError(f'strategy {m.strategy!r} returned {sorted(share)}, not a subset of the candidates {cands}')
     return frozenset(share)
-
-def _meta_path(session, key): return session.cache.path(key).with_suffix('.json')
 
 def run_job(session, job, log: Callable | None = None) -> list:
     "Run the units of `job` that are not finished yet (see above); returns the rows written."
@@ -386,9 +407,8 @@ def run_job(session, job, log: Callable | None = None) -> list:
     nets, learn = {}, []
     for (trial, steps, protocol), ms in targets.items():
         key = steps_key(session.run_id, trial, steps) + ('' if protocol == 'full' else f'-{protocol}')
-        net = session.cache.load(key) if key in session.cache else None
-        meta = _meta_path(session, key)
-        if net is not None and meta.exists(): nets[(trial, steps, protocol)] = (net, json.loads(meta.read_text())['acc_trained'])
+        cached = _load_net(session, key)
+        if cached: nets[(trial, steps, protocol)] = cached
         else: learn.append((trial, steps, protocol, key, any(m.keep for m in ms) or cfg.keep_leaves))
     if learn:
         starts = [session.network(trial, steps[:-1]) for trial, steps, *_ in learn]
@@ -396,9 +416,7 @@ def run_job(session, job, log: Callable | None = None) -> list:
                            [session.seed(trial, steps) for trial, steps, *_ in learn], protocol=learn[0][2])
         for (trial, steps, protocol, key, keep), net, acc in zip(learn, starts, accs):
             nets[(trial, steps, protocol)] = (net, acc)
-            if keep:
-                session.cache.save(key, net)
-                _meta_path(session, key).write_text(json.dumps(dict(acc_trained=acc)))
+            if keep: _save_net(session, key, net, acc)
     rows = []
     for m, history, share, scores in preps:
         net, acc_trained = nets[(m.trial, history + ((m.task, share),), m.protocol)]
@@ -406,6 +424,7 @@ def run_job(session, job, log: Callable | None = None) -> list:
         acc = acc_trained if m.protocol == 'train' else session.evaluate(net, t, task)
         row = dict({k: v for k, v in m.info if k != 'tasks'}, key=session.key(m), run_id=session.run_id, dataset=cfg.dataset, arch=cfg.arch,
                    task=m.task, acc=acc, acc_trained=acc_trained, config_hash=cfg.hash, share=sorted(share))
+        if m.protocol == 'full': row['acc_pruned'] = acc
         if m.unit == 'alone' and cfg.experiment == 'two_task': row['acc'] = acc_trained   # Algorithm 1: before pruning
         if scores is not None:
             named = {history[k - 1][0]: dict(A=v['A'], P=v['P']) for k, v in scores.items()}
@@ -420,8 +439,7 @@ def run_job(session, job, log: Callable | None = None) -> list:
             row['shared'] = sorted(history[s - 1][0] for s in net.shared(t))
             row['accs'] = {n: session.evaluate(net, i + 1, session.tasks[n]) for i, (n, _) in enumerate(history)} | {m.task: acc}
         row |= dict(seconds=round((time.time() - t0) / len(todo), 3), finished=time.strftime('%Y-%m-%dT%H:%M:%S'))
-        store.append(row)
-        rows.append(row)
+        if store.append(row): rows.append(row)      # False: another worker wrote this unit meanwhile
         what = ' '.join(f'{k}={v}' for k, v in m.info if k not in ('experiment', 'unit', 'tasks'))
         log(f"[{cfg.experiment}] {m.unit} {what}: acc={row['acc']:.4f}" +
             ''.join(f' {k}={row[k]:.4g}' for k in ('A', 'P') if row.get(k) is not None))

@@ -13,13 +13,13 @@ import pandas as pd
 # %% auto #0
 __all__ = ['COLUMNS', 'JSON_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'DamagedFileWarning', 'ResultStore', 'CheckpointCache']
 
-# %% ../nbs/07_store.ipynb #b9d3866c
+# %% ../nbs/07_store.ipynb #9e99fec1
 COLUMNS = ['key', 'run_id', 'experiment', 'dataset', 'arch', 'trial', 'unit', 'alpha', 'beta', 'gamma', 'strategy',
-           'task', 'decision', 'share', 'shared', 'acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'fkt', 'accs', 'scores', 'layers',
+           'task', 'decision', 'share', 'shared', 'acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'accs', 'scores', 'layers',
            'ckpt', 'config_hash', 'seconds', 'finished']
 JSON_COLUMNS = ('share', 'shared', 'accs', 'scores', 'layers')
 INT_COLUMNS = ('trial', 'alpha', 'beta', 'gamma', 'task')
-FLOAT_COLUMNS = ('acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'fkt', 'seconds')
+FLOAT_COLUMNS = ('acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'seconds')
 
 class DamagedFileWarning(UserWarning):
     "A state file (results row, checkpoint) was damaged and has been set aside; its unit runs again."

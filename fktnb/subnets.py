@@ -60,7 +60,7 @@ def own_filters_left(n, k, n_tasks, rounding='half_even') -> list[int]:
         kept.append(free - m); free = m
     return kept
 
-# %% ../nbs/02_subnets.ipynb #61390394
+# %% ../nbs/02_subnets.ipynb #b8e3826e
 PRUNE_ORDERS = ('scored_before_pass', 'layerwise')
 
 def _conn_view(mask, w):
@@ -278,7 +278,7 @@ class Subnets:
         rows = d.get('rows', {})
         with torch.no_grad():
             for l, (idx, w) in rows.items():
-                full = torch.zeros_like(net.layers[l].weight); full[idx] = w.to(full.dtype)
+                full = torch.zeros_like(net.layers[l].weight); full[idx.to(full.device)] = w.to(full)
                 net.layers[l].weight.copy_(full)
         key = {id(p): n for n, p in net.named_parameters()}
         got = net.load_state_dict(d['state'], strict=False)

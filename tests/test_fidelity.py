@@ -95,9 +95,11 @@ def test_layerwise_option_matches_its_hand_computation_and_differs(three_tasks):
 
 
 def test_counts_are_pythons_round(three_tasks):
+    "The library's counts: Python's round (halves to even) by default, half up on request; the prunes used them."
+    from fktnb.subnets import n_pruned
+    for n, even, up in ((10, 6, 7), (90, 58, 59), (30, 20, 20), (128, 83, 83), (1, 1, 1), (4, 3, 3)):
+        assert (n_pruned(K, n), n_pruned(K, n, rounding='half_up')) == (even, up), n
     arch, results = three_tasks
     net = results[0]['net']
     for l, drop in results[0]['hand']['scored_before_pass'].items():
-        assert len(drop) == round(K * net.layers[l].out_channels)
-    if arch == 'resnet18':
-        assert len(results[0]['hand']['scored_before_pass']['layer3.0.conv2']) == 83      # round(0.65 * 128) = 83
+        assert len(drop) == n_pruned(K, net.layers[l].out_channels)
