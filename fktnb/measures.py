@@ -7,32 +7,26 @@ __all__ = ['EVAL_BATCH', 'filter_activation', 'collect_activations', 'Activation
            'activation_score', 'layer_connectivity', 'connectivity', 'fkt', 'score_subnetworks', 'activation_values',
            'connectivity_values', 'plot_layer_distributions', 'accuracy_matrix_metrics']
 
-# %% ../nbs/04_measures.ipynb #2a81d056
+# %% ../nbs/04_measures.ipynb #3f3cef66
 import math
 import warnings
 
 import numpy as np
 import torch
 
-from .subnets import task_id
+from .subnets import task_id, task_ids
 from .train import iterate_batches
 
-# %% ../nbs/04_measures.ipynb #723d040c
+# %% ../nbs/04_measures.ipynb #5f69d881
 EVAL_BATCH = 64   # the reference's evaluation batch size: BatchNorm uses batch statistics, so it matters
 
 def _net_device(net):
     p = next(net.parameters(), None)
     return p.device if p is not None else torch.device('cpu')
 
-def _subnet_ids(ids, what='tasks'):
-    "A frozenset of int subnetwork ids from one id or an iterable of ids (numpy/pandas integers welcome)."
-    if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__') or isinstance(ids, torch.Tensor) and ids.dim() == 0:
-        return frozenset({task_id(ids, what)})
-    return frozenset(task_id(t, what) for t in ids)
-
 def _analysis_tasks(net, tasks):
     "The subnetworks active in the analysis pass: all frozen ones by default; each must be frozen."
-    tasks = frozenset(net.frozen_tasks) if tasks is None else _subnet_ids(tasks)
+    tasks = frozenset(net.frozen_tasks) if tasks is None else task_ids(tasks)
     if not tasks: raise ValueError('no frozen subnetwork to measure: train, prune and freeze a task first')
     bad = sorted(t for t in tasks if t not in net.frozen_tasks)
     if bad: raise ValueError(f'tasks {bad} are not frozen; the measures apply to frozen subnetworks '
@@ -303,10 +297,10 @@ def fkt(acc_shared, acc_reference):
     if not (math.isfinite(a) and math.isfinite(b)): raise ValueError(f'accuracies must be finite, got {a}, {b}')
     return a - b
 
-# %% ../nbs/04_measures.ipynb #3d8920c2
+# %% ../nbs/04_measures.ipynb #bfb830c6
 def score_subnetworks(net, data, candidates=None, squared=True, batch_size=EVAL_BATCH, device=None):
     "A and P of every candidate subnetwork (default: all frozen) from ONE pass: `{t': {'A': float, 'P': float}}`."
-    cands = sorted(net.frozen_tasks if candidates is None else _subnet_ids(candidates, 'candidate'))
+    cands = sorted(net.frozen_tasks if candidates is None else task_ids(candidates, 'candidate'))
     for t in cands: _check_subnet(net, t)                  # bad ids fail before the pass
     st = collect_stats(net, data, batch_size=batch_size, device=device)
     return {t: {'A': activation_score(net, t, st, squared), 'P': connectivity(net, t, st, squared)[0]} for t in cands}

@@ -601,7 +601,7 @@ def _names(dataset) -> dict:
     try: return task_names(SimpleNamespace(dataset=dataset, tasks=None))
     except Exception: return {}
 
-# %% ../nbs/10_report.ipynb #5828aa30
+# %% ../nbs/10_report.ipynb #14e8c94d
 def _section_two(g, names, figs):
     s = two_task_summary(g)
     items = [two_task_markdown(s, names)]
@@ -648,7 +648,7 @@ def build_report(out_dir, min_points=3, match_tol=0.5) -> dict:
              'six_task': '## Six-task strategies (Tables 2 and 4)\n'}
     for exp, head in heads.items():
         done = runs[runs.experiment == exp]
-        if done.empty: items += [head, f'Not run.\n']; continue
+        if done.empty: items += [head, 'Not run.\n']; continue
         items.append(head)
         for r in done.itertuples():
             g, names = rows[(rows.run_id == r.run_id) & (rows.run_dir == r.run_dir)], _names(r.dataset)

@@ -283,30 +283,21 @@ def _net_ids(history, share) -> set:
     ids = {t: i + 1 for i, (t, _) in enumerate(history)}
     return {ids[s] for s in share}
 
-# %% ../nbs/08_runs.ipynb #7618434b
+# %% ../nbs/08_runs.ipynb #f297edcf
 def learn_group(session, nets, task, shares, seeds, protocol='full') -> list:
-    "Learn `task` on every net (see above); returns the test accuracies right after training (before any pruning)."
+    "Learn `task` on every net with the run's settings (`fktnb.train.learn_tasks`); returns the accuracies before pruning."
     import torch
-    from fktnb.train import fit, fit_group
+    from fktnb.train import learn_tasks
     cfg = session.cfg
-    kw = dict(val_ds=task.val if cfg.schedule == 'plateau' else None, lr=cfg.lr, lr_min=cfg.lr_min,
-              schedule=cfg.schedule, batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp,
-              channels_last=cfg.channels_last)
     # fused training pays off where kernel launches bound the step (a GPU); on a CPU it measured 0.8-1.0x separate fits
     gpu = torch.device(cfg.device).type == 'cuda' if cfg.device else torch.cuda.is_available()
-    fuse = gpu if cfg.fuse is None else cfg.fuse
-    def fit_all(epochs):
-        if fuse and len(nets) > 1: fit_group(nets, task.train, epochs=epochs, seed=list(seeds), progress=False, **kw)
-        else:
-            for net, seed in zip(nets, seeds): fit(net, task.train, epochs=epochs, seed=seed, progress=False, **kw)
-    ids = [net.add_task(task.n_classes, share=share) for net, share in zip(nets, shares)]
-    fit_all(cfg.epochs)
-    accs = [session.evaluate(net, t, task) for net, t in zip(nets, ids)]
-    if protocol == 'full':
-        for net in nets: net.prune(cfg.prune)
-        if cfg.finetune_epochs: fit_all(cfg.finetune_epochs)
-        for net in nets: net.freeze()
-    return accs
+    out = learn_tasks(nets, task.train, task.n_classes, shares, list(seeds), protocol=protocol,
+                      fuse=gpu if cfg.fuse is None else cfg.fuse, test_ds=task.test, eval_batch_size=cfg.eval_batch_size,
+                      val_ds=task.val if cfg.schedule == 'plateau' else None, epochs=cfg.epochs,
+                      finetune_epochs=cfg.finetune_epochs, k=cfg.prune, lr=cfg.lr, lr_min=cfg.lr_min,
+                      schedule=cfg.schedule, batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp,
+                      channels_last=cfg.channels_last, progress=False)
+    return [o['acc_trained'] for o in out]
 
 # %% ../nbs/08_runs.ipynb #6eb3def4
 def measure(net, candidates, data, cfg: Config, values: bool = False) -> dict:

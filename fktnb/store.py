@@ -53,7 +53,7 @@ def _decode(col, s: str):
     if col in JSON_COLUMNS: return json.loads(s)
     return s
 
-# %% ../nbs/07_store.ipynb #c661d67b
+# %% ../nbs/07_store.ipynb #ed047963
 class ResultStore:
     "Append-only CSV of finished units, unique by key, safe for many concurrent processes (see above)."
     def __init__(self, path, log: Callable | None = None):
@@ -125,7 +125,7 @@ class ResultStore:
                 if 'key' in fields and all(fields) and len(set(fields)) == len(fields) and not is_cut:
                     self._header = fields; continue
                 self._header = list(COLUMNS)
-                first = f'it has no header line: its rows were read as the current columns'
+                first = 'it has no header line: its rows were read as the current columns'
             if is_cut: damaged.append((n, 'line cut mid-way (no end of line)', text)); continue
             reason, row = self._check(fields)
             if reason: damaged.append((n, reason, text))

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['ROUNDINGS', 'PRUNE_ORDERS', 'task_id', 'n_pruned', 'own_filters_left', 'init_digest', 'Subnets']
+__all__ = ['ROUNDINGS', 'PRUNE_ORDERS', 'task_id', 'task_ids', 'n_pruned', 'own_filters_left', 'init_digest', 'Subnets']
 
-# %% ../nbs/02_subnets.ipynb #0ded0059
+# %% ../nbs/02_subnets.ipynb #3b98a657
 def task_id(t, what='task') -> int:
     "`t` as a plain int if it is integral (int, numpy/pandas integer, 0-d integer tensor); ValueError otherwise."
     bad = isinstance(t, (bool, np.bool_)) or (isinstance(t, torch.Tensor) and (t.dim() != 0 or t.dtype == torch.bool))
@@ -29,7 +29,7 @@ def _positive_int(n, what):
     if bad or n < 1: raise ValueError(f'{what} must be a positive integer, got {n!r}')
     return n
 
-def _task_ids(ids, what):
+def task_ids(ids, what='tasks'):
     "A frozenset of int task ids from one id or an iterable of ids (None: none)."
     if ids is None: return frozenset()
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or isinstance(ids, torch.Tensor) and ids.dim() == 0:
@@ -60,7 +60,7 @@ def own_filters_left(n, k, n_tasks, rounding='half_even') -> list[int]:
         kept.append(free - m); free = m
     return kept
 
-# %% ../nbs/02_subnets.ipynb #b8e3826e
+# %% ../nbs/02_subnets.ipynb #fbf301e5
 PRUNE_ORDERS = ('scored_before_pass', 'layerwise')
 
 def _conn_view(mask, w):
@@ -128,7 +128,7 @@ class Subnets:
         n_classes = _positive_int(n_classes, 'n_classes')
         if reinit not in ('initial', 'random'):
             raise ValueError(f"reinit must be 'initial' (stored initial values) or 'random', got {reinit!r}")
-        share = _task_ids(share, 'share')
+        share = task_ids(share, 'share')
         if self.tasks and self.current not in self.frozen_tasks:
             raise ValueError(f'task {self.current} is not frozen yet: call net.freeze() before add_task')
         for s in sorted(share):

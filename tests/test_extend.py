@@ -4,7 +4,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+
 import torch.nn as nn
 
 

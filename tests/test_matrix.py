@@ -2,7 +2,7 @@
 
 The README's main path (six_task on tic) also runs through papermill, on a clone without any real data."""
 import json, os, time
-from pathlib import Path
+
 import pandas as pd
 import pytest
 from conftest import ROOT

@@ -212,22 +212,26 @@ def test_fkt():
 
 
 # ---------------------------------------------------------------- on a tiny masked ResNet-18 with three subnetworks
-@pytest.fixture(scope='module')
-def small_run():
-    models = pytest.importorskip('fktnb.models')
-    torch.manual_seed(0)
-    net = models.resnet18(in_size=32, width=1 / 16, seed=0)
-    for n_cls, share in ((4, set()), (3, {1}), (5, set())):  # S_2 shares S_1; S_3 shares nothing
+def _continual_run(net, tasks, n, n_labels, seed, single=None):
+    "Learn (n_classes, share) tasks on `net` (pruned, frozen; no training needed), then collect activations on random data."
+    for n_cls, share in tasks:
         net.add_task(n_classes=n_cls, share=share)
         net.prune(0.65)
         net.freeze()
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(150, 3, 32, 32, generator=g)
-    y = torch.randint(0, 4, (150,), generator=g)
-    y[7] = 4                                      # a class with a single sample
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, n_labels, (n,), generator=g)
+    if single is not None: y[7] = single          # a class with a single sample
     ds = torch.utils.data.TensorDataset(x, y)
     acts, labels = collect_activations(net, ds)
     return net, ds, acts, labels
+
+
+@pytest.fixture(scope='module')
+def small_run():
+    from fktnb.models import resnet18
+    torch.manual_seed(0)    # S_2 shares S_1; S_3 shares nothing
+    return _continual_run(resnet18(in_size=32, width=1 / 16, seed=0), ((4, set()), (3, {1}), (5, set())), 150, 4, 1, single=4)
 
 
 def test_collect_shapes_and_labels(small_run):
@@ -354,20 +358,8 @@ def test_task_ids(small_run):
 # ---------------------------------------------------------------- VGG-16 with its two fully connected layers
 @pytest.fixture(scope='module')
 def vgg_run():
-    models = pytest.importorskip('fktnb.models')
-    net = models.vgg16(in_size=32, width=1 / 16, seed=0)
-    if 'fc1' not in net.activation_modules():
-        pytest.skip('this VGG-16 has no fully connected layers fc1, fc2')
-    for n_cls, share in ((4, set()), (3, {1})):
-        net.add_task(n_classes=n_cls, share=share)
-        net.prune(0.65)
-        net.freeze()
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(130, 3, 32, 32, generator=g)
-    y = torch.randint(0, 3, (130,), generator=g)
-    ds = torch.utils.data.TensorDataset(x, y)
-    acts, labels = collect_activations(net, ds)
-    return net, ds, acts, labels
+    from fktnb.models import vgg16
+    return _continual_run(vgg16(in_size=32, width=1 / 16, seed=0), ((4, set()), (3, {1})), 130, 3, 2)
 
 
 def test_fc_activations_are_the_units_outputs(vgg_run):

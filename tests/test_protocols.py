@@ -1,7 +1,7 @@
 """The experiments follow the paper's protocols, checked against networks built by hand with the learner API."""
 import tempfile
 import numpy as np
-import pytest
+
 import torch
 
 
