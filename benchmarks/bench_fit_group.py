@@ -1,6 +1,6 @@
 """Benchmark: `fit_group` of K learners against K separate `fit` calls (issue 14).
 
-Each learner is in the realistic state of `bench_train_step.py` (task 2 sharing task 1, which was trained, pruned by
+Each learner is in the realistic state of `bench_train_step.py` (slot 2 sharing slot 1, which was trained, pruned by
 65% and frozen), deep-copied K times. Both sides train one epoch of the same data with the same settings (SGD,
 momentum 0.9, Nesterov); `--seeds one` gives every learner the same batch order (the experiments' case: the group
 passes each batch once), `--seeds each` one seed per learner (K different batch orders, stacked). Both sides are

@@ -16,7 +16,8 @@ import torch
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 
-from fktnb.data import load_sequence, write_fixtures
+from fktnb.sequences import load_sequence
+from fktnb.fixtures import write_fixtures
 
 
 def find_root():

@@ -35,7 +35,7 @@ def sync(dev):
 
 def one_config(a):
     "Runs in the child: build, score every candidate, then time one training epoch; prints one JSON line."
-    from fktnb.data import ArrayDataset
+    from fktnb.sources import ArrayDataset
     from fktnb.measures import collect_stats, activation_score, connectivity
     from fktnb.models import ARCHS
     from fktnb.train import fit
@@ -46,11 +46,11 @@ def one_config(a):
     first = lambda k: ArrayDataset(images[:k], labels[:k], mean=(0.5,) * 3, std=(0.25,) * 3, n_classes=a.classes)
     ds = first(a.n)
     net = ARCHS[a.arch](in_size=a.size, width=a.width, seed=0).to(dev)
-    for t in range(1, a.earlier + 1):        # earlier subnetworks: masks are what matter here, not their training
-        net.add_task(n_classes=10, share={t - 1} if t % 2 == 0 else set())
+    for s in range(1, a.earlier + 1):        # earlier subnetworks (slots): masks are what matter here, not training
+        net.add_task(n_classes=10, share={s - 1} if s % 2 == 0 else set())
         net.prune(0.65)
         net.freeze()
-    net.add_task(n_classes=a.classes)        # the new task t
+    net.add_task(n_classes=a.classes)        # the new task (the next slot)
     cands = sorted(net.frozen_tasks)
     base_rss = rss_mb()
     if dev.type == 'cuda': torch.cuda.reset_peak_memory_stats(dev); base_gpu = torch.cuda.memory_allocated(dev)
@@ -58,7 +58,7 @@ def one_config(a):
     t0 = time.perf_counter()
     st = collect_stats(net, ds, device=dev)
     sync(dev); t1 = time.perf_counter()
-    scores = {t: (activation_score(net, t, st), connectivity(net, t, st)[0]) for t in cands}
+    scores = {s: (activation_score(net, s, st), connectivity(net, s, st)[0]) for s in cands}
     sync(dev); t2 = time.perf_counter()
     pairs = sum(st.sizes[c] * st.sizes[p] for p, c in st.edges)
     before_gb = a.classes * pairs * 8 / 2 ** 30
@@ -66,7 +66,7 @@ def one_config(a):
                layer_pairs=len(net.graph), filter_pairs=pairs, total_filters=st.total_filters,
                stored_filters=int(len(st._kept_cols)), stats_mb=st.nbytes / 2 ** 20, before_gb=before_gb,
                base_rss_mb=base_rss, peak_rss_mb=peak_rss_mb(), t_pass=t1 - t0, t_scores=t2 - t1,
-               scores={str(t): v for t, v in scores.items()}, device=str(dev), threads=torch.get_num_threads())
+               scores={str(s): v for s, v in scores.items()}, device=str(dev), threads=torch.get_num_threads())
     if dev.type == 'cuda': out['gpu_peak_mb'] = (torch.cuda.max_memory_allocated(dev) - base_gpu) / 2 ** 20
     del st
 

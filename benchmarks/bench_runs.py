@@ -2,15 +2,15 @@
 
 Run on the machine you will use (e.g. a GPU): `python benchmarks/bench_runs.py [--device cuda] [--steps 20]`.
 Prints images/s per architecture (batch 64, 32x32, one task, the learner's `fit`) against a plain PyTorch training
-step of the same network measured in the same run (ratio = learner / plain), then `fktnb.runs.cost_table` with the
+step of the same network measured in the same run (ratio = learner / plain), then `fktnb.cost.cost_table` with the
 measured throughput: GPU hours per experiment, dataset and architecture.
 """
 import argparse, time
 import torch
 import torch.nn.functional as F
 from fktnb.train import fit
-from fktnb.data import ArrayDataset
-from fktnb.runs import cost_table
+from fktnb.sources import ArrayDataset
+from fktnb.cost import cost_table
 from fktnb.models import get_arch
 
 

@@ -1,7 +1,7 @@
 """Benchmark: SGD training step of the masked learner vs a plain PyTorch net of the same architecture.
 
-The masked net is measured in its realistic state: task 2, after task 1 was trained, pruned by 65% and frozen,
-sharing task 1 (so row masks are multiplied into the weights and frozen weights are restored after every step).
+The masked net is measured in its realistic state: slot 2, after slot 1 was trained, pruned by 65% and frozen,
+sharing slot 1 (so row masks are multiplied into the weights and frozen weights are restored after every step).
 The masked side is one epoch of `fktnb.train.fit` itself (all its bookkeeping included); the plain side is the
 same number of steps of a plain PyTorch net with the same convs (no bias), the same BatchNorm (affine=False, no
 running stats), the same widths and one Linear head, the same SGD settings, over the same batches
@@ -52,7 +52,7 @@ def plain_vgg16(width, n_classes=10):
 
 
 def masked_state(make, width, device):
-    "Task 2 sharing task 1 (pruned 65%, frozen): the state a learner trains in."
+    "Slot 2 sharing slot 1 (pruned 65%, frozen): the state a learner trains in."
     net = make(width=width, seed=0).to(device)
     g = torch.Generator().manual_seed(0)
     ds = TensorDataset(torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g))

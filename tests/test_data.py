@@ -1,15 +1,17 @@
-"""Tests of fktnb.data: every sequence from fixture files, the real MNIST / Fashion-MNIST when present, bad input,
-user-registered sources and sequences, data identity."""
-import pickle, shutil
+"""Tests of fktnb.sources, fktnb.sequences and fktnb.fixtures (and the deprecated fktnb.data): every sequence from
+fixture files, the real MNIST / Fashion-MNIST when present, bad input, user-registered sources and sequences, data
+identity, the class-mixed validation split."""
+import importlib, pickle, shutil, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 
-from fktnb.data import (load_sequence, SEQUENCES, SOURCES, write_fixtures, load_source, pmnist_permutation, ArrayDataset,
-                        DataCorruptError, STATS, syn_sequence, register_source, register_sequence, unregister_source,
-                        unregister_sequence, TaskSpec, sequence_names, get_sequence, task_families, sequence_sizes,
-                        sequence_identity)
+from fktnb.sources import (SOURCES, load_source, ArrayDataset, DataCorruptError, STATS, register_source,
+                           unregister_source, sequence_identity, split_indices)
+from fktnb.sequences import (load_sequence, SEQUENCES, pmnist_permutation, syn_sequence, register_sequence,
+                             unregister_sequence, TaskSpec, sequence_names, get_sequence, task_families, sequence_sizes)
+from fktnb.fixtures import write_fixtures
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +120,7 @@ def test_syn_determinism_and_size():
     a, b = syn_sequence(), load_sequence('syn')
     for s, t in zip(a, b):
         assert torch.equal(s.train.images, t.train.images) and torch.equal(s.test.labels, t.test.labels)
-    small = load_sequence('syn', size=100, n_classes=4)
+    small = load_sequence('syn', syn_images=100, n_classes=4)
     assert [len(t.train) + len(t.val) for t in small] == [100] * 6 and small[0].n_classes == 4
     assert not torch.equal(load_sequence('syn', seed=1)[0].val.images, b[0].val.images)   # the split follows seed
 
@@ -344,7 +346,7 @@ def test_taskspec_and_sizes_of_builtins():
     assert sequence_sizes('mpc') == [(60000, 10000, 32), (5000, 1000, 32)] * 3
     assert sequence_sizes('tic')[:2] == [(100000, 10000, 64), (50000, 10000, 32)]
     assert sequence_sizes('kef')[::2] == [(232365, 38547, 32), (112800, 18800, 32), (60000, 10000, 32)]
-    assert sequence_sizes('syn') == [(400, 200, 32)] * 6 and sequence_sizes('syn', size=100)[0] == (100, 50, 32)
+    assert sequence_sizes('syn') == [(400, 200, 32)] * 6 and sequence_sizes('syn', syn_images=100)[0] == (100, 50, 32)
     assert task_families('tic') == {1: 'imagenet', 2: 'cifar', 3: 'cifar', 4: 'cifar', 5: 'cifar', 6: 'cifar'}
     assert task_families('syn') == {t: f'syn-{"AB"[(t - 1) % 2]}' for t in range(1, 7)}
     assert SOURCES['mnist']['family'] == 'mnist-like' and SEQUENCES['mpc']['tasks'][0].perm == 0   # dict-style access
@@ -394,3 +396,61 @@ def test_identity_covers_split_permutation_and_generator(fx):
     s = load_sequence('syn', tasks=[1, 2])
     assert s[0].identity == load_sequence('syn', tasks=[1])[0].identity != s[1].identity
     assert load_sequence('syn', tasks=[1], n_classes=4)[0].identity != s[0].identity
+
+
+# ---- the validation split is class-mixed (issue 18) ----
+
+def test_split_indices_unsorted_and_deterministic():
+    tr, va = split_indices(1000, 0.1, seed=0)
+    assert len(va) == 100 and len(tr) == 900
+    assert torch.equal(torch.cat([tr, va]).sort().values, torch.arange(1000))
+    assert not torch.equal(va, va.sort().values) and not torch.equal(tr, tr.sort().values)
+    again = split_indices(1000, 0.1, seed=0)
+    assert torch.equal(again[0], tr) and torch.equal(again[1], va)
+    assert not torch.equal(split_indices(1000, 0.1, seed=1)[1], va)
+    # a source stored class by class (10 classes of 100) gives class-mixed validation batches
+    labels = torch.arange(1000) // 100
+    assert all(len(labels[va[i:i + 16]].unique()) >= 6 for i in range(0, 96, 16))
+
+
+def test_class_sorted_source_gives_mixed_splits(fx, seqs):
+    t = seqs['tic'][0]                                   # Tiny ImageNet: read class folder by class folder
+    assert torch.equal(load_source('tinyimagenet', fx)['train_y'], load_source('tinyimagenet', fx)['train_y'].sort().values)
+    y = torch.cat([t.train.labels, t.val.labels])
+    assert not torch.equal(t.train.labels, t.train.labels.sort().values)
+    assert torch.equal(y.sort().values, load_source('tinyimagenet', fx)['train_y'].sort().values)
+
+
+# ---- renames ----
+
+def test_size_keyword_is_deprecated_for_syn_images():
+    with pytest.warns(DeprecationWarning, match='syn_images'):
+        old = load_sequence('syn', size=40, n_classes=2, tasks=[1])
+    new = load_sequence('syn', syn_images=40, n_classes=2, tasks=[1])
+    assert torch.equal(old[0].train.images, new[0].train.images) and old[0].identity == new[0].identity
+    with pytest.warns(DeprecationWarning, match='syn_images'):
+        assert sequence_sizes('syn', size=100) == sequence_sizes('syn', syn_images=100) == [(100, 50, 32)] * 6
+    with pytest.warns(DeprecationWarning, match='syn_images'):
+        assert len(syn_sequence(size=40, n_classes=2)[0].train) == 36
+
+
+# ---- the deprecated fktnb.data ----
+
+def test_fktnb_data_still_works_and_warns():
+    import fktnb.datasets, fktnb.sources, fktnb.sequences, fktnb.fixtures
+    sys.modules.pop('fktnb.data', None)
+    with pytest.warns(DeprecationWarning, match='fktnb.data is split into fktnb.datasets, fktnb.sources, fktnb.sequences and fktnb.fixtures'):
+        data = importlib.import_module('fktnb.data')
+    for name in ('load_sequence', 'SEQUENCES', 'SOURCES', 'write_fixtures', 'load_source', 'pmnist_permutation',
+                 'ArrayDataset', 'Task', 'DataCorruptError', 'STATS', 'syn_sequence', 'register_source',
+                 'register_sequence', 'unregister_source', 'unregister_sequence', 'TaskSpec', 'TaskSequence',
+                 'sequence_names', 'get_sequence', 'task_families', 'sequence_sizes', 'sequence_identity',
+                 'split_indices', 'crop_flip', 'cache_path', 'resize_uint8', 'Source', 'default_root', 'show_tasks',
+                 'K49_URL', 'K49_FILES', 'TINY_URL', 'TINY_MD5'):
+        assert name in data.__all__, name
+        new = [getattr(m, name) for m in (fktnb.datasets, fktnb.sources, fktnb.sequences, fktnb.fixtures) if hasattr(m, name)]
+        assert new and getattr(data, name) is new[0], name
+    assert data.SEQUENCES is SEQUENCES and data.SOURCES is SOURCES         # one registry, not a copy
+    ns = {}
+    exec('from fktnb.data import *', ns)
+    assert ns['load_sequence'] is load_sequence and ns['write_fixtures'] is write_fixtures

@@ -40,11 +40,18 @@ def _check_csv(path):
 
 
 @pytest.mark.parametrize('name', ['two_task', 'three_task', 'six_task'])
-def test_notebook_runs_with_smoke_preset(name, tmp_path):
+def test_notebook_runs_with_smoke_preset(name, tmp_path, monkeypatch):
+    import nbformat
+    monkeypatch.setenv('MPLBACKEND', 'Agg')       # as on a cluster: the figures must still show inline
     t0 = time.time()
     out = _execute(name, tmp_path, preset='smoke', out_dir=str(tmp_path / 'out'))
     print(f'{name}: {time.time() - t0:.1f}s under papermill')
     assert out.exists() and not (NBS / f'{name}-out.ipynb').exists()
+    nb = nbformat.read(str(out), as_version=4)
+    pngs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if 'image/png' in o.get('data', {})]
+    assert pngs, f'{name}: no inline figure with MPLBACKEND=Agg'
+    assert not any('<Figure size' in o.get('data', {}).get('text/plain', '') and 'image/png' not in o.get('data', {})
+                   for c in nb.cells if c.cell_type == 'code' for o in c.outputs), 'a figure shown as text'
     run_dir = tmp_path / 'out' / name / 'syn-resnet18'
     missing = [f for f in EXPECTED[name] if not (run_dir / f).exists()]
     assert not missing, f'missing outputs {missing} in {run_dir}'
@@ -82,13 +89,13 @@ def test_parameters_as_people_type_them(tmp_path):
 
 
 def _six_task_script(out_dir):
-    return ("from fktnb.config import resolve; from fktnb.runs import run\n"
+    return ("from fktnb.config import resolve; from fktnb.sweep import run\n"
             f"run(resolve('six_task', preset='smoke', out_dir={str(out_dir)!r}), progress=False)\n")
 
 
 def test_killed_run_resumes_without_redoing_units(tmp_path):
     from fktnb.config import resolve
-    from fktnb.runs import run
+    from fktnb.sweep import run
     out = tmp_path / 'out'
     cfg = resolve('six_task', preset='smoke', out_dir=str(out))
     csv = cfg.run_dir / 'results.csv'
@@ -121,7 +128,7 @@ def test_killed_run_resumes_without_redoing_units(tmp_path):
 def test_crash_injected_after_n_units_then_resume(tmp_path, monkeypatch):
     import fktnb.runs
     from fktnb.config import resolve
-    from fktnb.runs import run
+    from fktnb.sweep import run
     cfg = resolve('three_task', preset='smoke', out_dir=str(tmp_path / 'out'))
     monkeypatch.setattr(fktnb.runs, '_rows_written', 0)
     monkeypatch.setenv('FKTNB_FAIL_AFTER', '4')
@@ -138,7 +145,7 @@ def test_crash_injected_after_n_units_then_resume(tmp_path, monkeypatch):
 def test_paper_preset_without_gpu_says_what_it_costs(tmp_path):
     "The default preset is the paper's: on a CPU the notebook says so, with the estimated time, before training."
     from fktnb.config import resolve
-    from fktnb.runs import announce
+    from fktnb.cost import announce
     msg = announce(resolve('six_task', dataset='tic', preset='paper', out_dir=str(tmp_path)))
     assert 'No GPU' in msg and 'hours' in msg and 'preset smoke' in msg, msg
 

@@ -33,7 +33,8 @@ def _tiny_vgg(in_size=32, width=1.0, seed=0, in_channels=3):
 
 @pytest.fixture
 def registered():
-    from fktnb.data import register_source, register_sequence, unregister_source, unregister_sequence, TaskSpec
+    from fktnb.sources import register_source, unregister_source
+    from fktnb.sequences import register_sequence, unregister_sequence, TaskSpec
     from fktnb.models import register_arch, ARCHS
     register_source('toy', _toy_read, family='toy', size=32)
     register_sequence('toy4', description='four tasks of two toy classes each', tasks=[
@@ -46,8 +47,9 @@ def registered():
 
 def test_registered_source_sequence_and_arch_run_every_experiment(registered, tmp_path):
     from fktnb.config import resolve, task_names
-    from fktnb.runs import run, estimate_cost
-    from fktnb.report import report
+    from fktnb.sweep import run
+    from fktnb.cost import estimate_cost
+    from fktnb.figures import report
     from fktnb.models import MaskedNet
     out = tmp_path / 'out'
     for experiment, n in (('two_task', 3), ('three_task', 3), ('six_task', 4)):
@@ -59,16 +61,16 @@ def test_registered_source_sequence_and_arch_run_every_experiment(registered, tm
         assert set(task_names(cfg).values()) <= {'toy-a', 'toy-b', 'toy-c', 'toy-d'}
         rep = report(df, cfg.run_dir, names=task_names(cfg))
         assert rep['markdown']
-    six = df[df.unit == 'six']
+    six = df[df.kind == 'six']
     manual = six[six.strategy == 'manual']
-    assert manual.share.map(len).gt(0).all()      # one family: the manual rule shares every earlier subnetwork
+    assert manual.shared.map(len).gt(0).all()     # one family: the manual rule shares every earlier subnetwork
     ckpt = next((out / 'cache').rglob('*.pt'))
     net = MaskedNet.load(ckpt)                    # a checkpoint of a registered architecture loads
     assert net.arch == 'tinyvgg' and net.frozen_tasks
 
 
 def test_sequence_of_any_length(registered):
-    from fktnb.data import register_sequence, unregister_sequence, TaskSpec
+    from fktnb.sequences import register_sequence, unregister_sequence, TaskSpec
     from fktnb.config import resolve
     register_sequence('toy2', tasks=[TaskSpec('p', 'toy', classes=[0, 1, 2, 3]), TaskSpec('q', 'toy', classes=[4, 5, 6, 7])])
     try:
@@ -80,7 +82,8 @@ def test_sequence_of_any_length(registered):
 
 
 def test_registering_twice_needs_replace(registered):
-    from fktnb.data import register_source, register_sequence, TaskSpec
+    from fktnb.sources import register_source
+    from fktnb.sequences import register_sequence, TaskSpec
     from fktnb.models import register_arch
     with pytest.raises(ValueError, match='replace=True'): register_source('toy', _toy_read, family='toy')
     with pytest.raises(ValueError, match='replace=True'): register_sequence('toy4', tasks=[TaskSpec('x', 'toy')])
@@ -91,16 +94,18 @@ def test_registering_twice_needs_replace(registered):
 
 
 def test_task_ids_from_numpy_and_pandas_everywhere(tmp_path):
-    "Ids as they come out of a results table work at every entry point; 1.0, True and '1' are refused."
+    "Ids as they come out of a results table (task numbers, slots) work at every entry point; 1.0, True and '1' are refused."
     from fktnb.config import resolve
-    from fktnb.runs import run, load_tasks
+    from fktnb.sweep import run
+    from fktnb.runs import load_tasks
     from fktnb.models import MaskedNet
     from fktnb.train import evaluate, fit
     from fktnb import measures as M
     cfg = resolve('two_task', preset='smoke', tasks=np.array([1, 2]), out_dir=str(tmp_path), alpha=np.int64(1))
     assert cfg.tasks == (1, 2) and type(cfg.tasks[0]) is int
     df = run(cfg, progress=False)
-    t = df.task.iloc[0]                           # a pandas / numpy integer
+    t = df.task.iloc[0]                           # a pandas / numpy integer: task 1, in slot 1 of its alone network
+    assert t == 1
     net = MaskedNet.load(next(cfg.cache_dir.glob('*.pt')))
     tasks = load_tasks(cfg)
     net.use(t); net.head(t); net.shared(t)

@@ -1,19 +1,20 @@
 """Fidelity to the authors' pruning (manager.prune), checked against a plain-torch computation that does not use
 the library's scoring: per filter, mean |w| over the kernel averaged over the filter's trainable incoming
-connections, every layer scored on the weights and owners as they are before the pass, round(k*n) lowest pruned
-(Python's round, ties to the lower index). Full-size layers (ResNet-18 and VGG-16 at width 1/2), random weights."""
+connections, every layer scored on the weights and owners as they are before the pass, round(fraction*n) lowest
+pruned (Python's round, ties to the lower index). Full-size layers (ResNet-18 and VGG-16 at width 1/2), random
+weights. Tasks are numbered by their slot (their place in the order the network learned them)."""
 import copy
 import pytest
 import torch
 from fktnb.models import resnet18, vgg16
 
-K = 0.65
+FRACTION = 0.65          # the paper's prune fraction
 
 
-def hand_prune(net, k, layerwise=False):
-    "{owner-source layer: set of pruned filter indices} for the current task, computed from scratch."
-    t = net.current
-    allowed = torch.tensor(sorted({t} | set(net.shared(t))))
+def hand_prune(net, fraction, layerwise=False):
+    "{owner-source layer: set of pruned filter indices} for the current slot, computed from scratch."
+    slot = net.current
+    allowed = torch.tensor(sorted({slot} | set(net.shared(slot))))
     owners = {l: o.clone() for l, o in net.owner.items()}      # a private copy: the 'pre-pass' owners
     out = {}
     for l, m in net.layers.items():
@@ -24,8 +25,8 @@ def hand_prune(net, k, layerwise=False):
         src = net.inp[l]
         cols = torch.ones(w.shape[1], dtype=torch.bool) if src is None else torch.isin(owners[src], allowed)
         score = per_conn[:, cols].sum(1) / max(int(cols.sum()), 1)
-        mine = [j for j in range(w.shape[0]) if owners[l][j] == t]
-        n = round(k * len(mine))
+        mine = [j for j in range(w.shape[0]) if owners[l][j] == slot]
+        n = round(fraction * len(mine))
         drop = sorted(mine, key=lambda j: (score[j].item(), j))[:n]
         out[l] = set(drop)
         if layerwise:                                            # the earlier behaviour: children see this layer's prune
@@ -35,12 +36,12 @@ def hand_prune(net, k, layerwise=False):
     return out
 
 
-def perturbed(net, t, seed):
-    "Scale task t's rows by random factors so the scores are not those of the initial values."
+def perturbed(net, slot, seed):
+    "Scale the rows of `slot` by random factors so the scores are not those of the initial values."
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for l, m in net.layers.items():
-            rows = net.owner[l] == t
+            rows = net.owner[l] == slot
             f = torch.rand(m.weight.shape[:2], generator=g) * 2
             m.weight[rows] *= f.view(*f.shape, *[1] * (m.weight.dim() - 2))[rows]
     return net
@@ -52,17 +53,17 @@ def as_sets(pruned):
 
 @pytest.fixture(scope='module', params=['resnet18', 'vgg16'])
 def three_tasks(request):
-    "Task 1 (all filters), task 2 sharing 1, task 3 sharing nothing: the prune results of both orders for each."
+    "Slot 1 (all filters), slot 2 sharing 1, slot 3 sharing nothing: the prune results of both orders for each."
     build = dict(resnet18=resnet18, vgg16=vgg16)[request.param]
     net = build(width=1 / 2, seed=3)
     results = []
-    for t, share in ((1, ()), (2, {1}), (3, ())):
+    for slot, share in ((1, ()), (2, {1}), (3, ())):
         net.add_task(5, share=share)
-        perturbed(net, t, seed=t)
-        hand = {o: hand_prune(net, K, layerwise=o == 'layerwise') for o in ('scored_before_pass', 'layerwise')}
-        other = copy.deepcopy(net).prune(K, order='layerwise')
-        pruned = net.prune(K)
-        results.append(dict(t=t, hand=hand, lib={'scored_before_pass': as_sets(pruned), 'layerwise': as_sets(other)},
+        perturbed(net, slot, seed=slot)
+        hand = {o: hand_prune(net, FRACTION, layerwise=o == 'layerwise') for o in ('scored_before_pass', 'layerwise')}
+        other = copy.deepcopy(net).prune(FRACTION, order='layerwise')
+        pruned = net.prune(FRACTION)
+        results.append(dict(slot=slot, hand=hand, lib={'scored_before_pass': as_sets(pruned), 'layerwise': as_sets(other)},
                             net=copy.deepcopy(net)))
         net.freeze()
     return request.param, results
@@ -73,7 +74,7 @@ def test_prune_matches_hand_computation(three_tasks):
     for r in results:
         hand, lib = r['hand']['scored_before_pass'], r['lib']['scored_before_pass']
         for l, drop in hand.items():
-            assert lib.get(l, set()) == drop, (arch, r['t'], l)
+            assert lib.get(l, set()) == drop, (arch, r["slot"], l)
         net = r['net']
         for l, drop in hand.items():                              # the owners agree, shortcuts included
             assert all(net.owner[l][j] == 0 for j in drop)
@@ -87,10 +88,10 @@ def test_layerwise_option_matches_its_hand_computation_and_differs(three_tasks):
     for r in results:
         hand, lib = r['hand']['layerwise'], r['lib']['layerwise']
         for l, drop in hand.items():
-            assert lib.get(l, set()) == drop, (arch, r['t'], l)
+            assert lib.get(l, set()) == drop, (arch, r["slot"], l)
         first = next(iter(hand))
         assert r['hand']['layerwise'][first] == r['hand']['scored_before_pass'][first]   # no parent: same decision
-        differ += [(r['t'], l) for l in hand if hand[l] != r['hand']['scored_before_pass'][l]]
+        differ += [(r["slot"], l) for l in hand if hand[l] != r['hand']['scored_before_pass'][l]]
     assert differ, f'{arch}: the two orders should differ on some layer'
 
 
@@ -98,8 +99,8 @@ def test_counts_are_pythons_round(three_tasks):
     "The library's counts: Python's round (halves to even) by default, half up on request; the prunes used them."
     from fktnb.subnets import n_pruned
     for n, even, up in ((10, 6, 7), (90, 58, 59), (30, 20, 20), (128, 83, 83), (1, 1, 1), (4, 3, 3)):
-        assert (n_pruned(K, n), n_pruned(K, n, rounding='half_up')) == (even, up), n
+        assert (n_pruned(FRACTION, n), n_pruned(FRACTION, n, rounding='half_up')) == (even, up), n
     arch, results = three_tasks
     net = results[0]['net']
     for l, drop in results[0]['hand']['scored_before_pass'].items():
-        assert len(drop) == n_pruned(K, net.layers[l].out_channels)
+        assert len(drop) == n_pruned(FRACTION, net.layers[l].out_channels)

@@ -1,6 +1,13 @@
 """Invariants of the continual learner (issue 3): exact freezing, pruning counts, constraint 3, closure of shared
-sets, omission, save/load, and the errors for bad inputs. Both architectures at width 1/16 on tiny random data."""
+sets, omission, save/load (safe checkpoints: issue 17), and the errors for bad inputs. Both architectures at width
+1/16 on tiny random data. Tasks are numbered by their slot: their place in the order the network learned them."""
 import copy
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -17,15 +24,15 @@ def toy(n=64, classes=4, seed=0):
     return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, classes, (n,), generator=g))
 
 
-def n_round(k, n):          # the authors' count: Python's round(k*n) (halves to even), independent of the library
-    return round(k * n)
+def n_round(fraction, n):   # the authors' count: Python's round(fraction*n) (halves to even), independent of the library
+    return round(fraction * n)
 
 
-def train_task(net, share, k, seed):
+def train_task(net, share, fraction, seed):
     t = net.add_task(4, share=share)
     fit(net, toy(seed=seed), seed=seed, **FIT)
     counts = {l: int((net.owner[l] == t).sum()) for l in net.layers}
-    net.prune(k)
+    net.prune(fraction)
     if t <= 2:                                   # finetune phase (a fit after pruning) for the first two tasks
         fit(net, toy(seed=seed), seed=seed, **FIT)
     net.freeze()
@@ -38,8 +45,8 @@ def seq(request):
     net = ARCHS[request.param](width=1 / 16, seed=0)
     x = toy(32, seed=99).tensors[0]          # every batch has 32 samples: one shape, less oneDNN setup
     snaps, logits, counts, accs = {}, {}, {}, {}
-    for share, k, seed in [((), 0.65, 1), ({1}, 0.5, 2), ((), 0.65, 3), ({2}, 0.65, 4)]:
-        t, counts[t] = train_task(net, share, k, seed)
+    for share, fraction, seed in [((), 0.65, 1), ({1}, 0.5, 2), ((), 0.65, 3), ({2}, 0.65, 4)]:
+        t, counts[t] = train_task(net, share, fraction, seed)
         snaps[t] = copy.deepcopy(net.state_dict())
         logits[t] = net.use(t)(x).detach().clone()
         accs[t] = evaluate(net, t, toy(32, seed=t))
@@ -84,10 +91,10 @@ def test_later_tasks_did_train(seq):
 
 def test_pruned_counts(seq):
     net = seq['net']
-    ks = {1: 0.65, 2: 0.5, 3: 0.65, 4: 0.65}
+    fractions = {1: 0.65, 2: 0.5, 3: 0.65, 4: 0.65}
     for t, counts in seq['counts'].items():
         for l, n in counts.items():
-            assert int((net.owner[l] == t).sum()) == n - n_round(ks[t], n), (t, l, n)
+            assert int((net.owner[l] == t).sum()) == n - n_round(fractions[t], n), (t, l, n)
     # task 1 owned every filter before pruning, so its counts are round(0.35 n) kept
     for l, m in net.layers.items():
         assert seq['counts'][1][l] == m.out_channels
@@ -130,11 +137,17 @@ def test_shared_closure(seq):
             assert net.shared(s) <= net.shared(t)
 
 
-def test_use_tasks_analysis(seq):
+def test_use_slots_analysis(seq):
     net, x = seq['net'], seq['x']
-    assert torch.equal(net.use(4, tasks={1, 2, 4})(x), seq['logits'][4])
-    out = net.use(4, tasks={4})(x)          # omitting 1 and 2 changes task 4's output
+    assert torch.equal(net.use(4, slots={1, 2, 4})(x), seq['logits'][4])
+    out = net.use(4, {4})(x)                # omitting 1 and 2 changes slot 4's output (slots: 2nd positional)
     assert not torch.equal(out, seq['logits'][4])
+    with pytest.warns(DeprecationWarning, match='slots='):          # the former keyword still works
+        assert torch.equal(net.use(4, tasks={1, 2, 4})(x), seq['logits'][4])
+    with pytest.warns(DeprecationWarning), net.selected(4, tasks={4}):
+        assert net.selection == (4, frozenset({4})) and torch.equal(net(x), out)
+    with pytest.raises(ValueError, match='slots= only'):
+        net.use(4, slots={4}, tasks={4})
 
 
 def test_omitting_task_unaffected_by_earlier_weights(seq):
@@ -149,7 +162,7 @@ def test_omitting_task_unaffected_by_earlier_weights(seq):
     assert torch.equal(net.use(3)(x), seq['logits'][3])
     assert not torch.equal(net.use(1)(x), seq['logits'][1])
     # the analysis selection that adds other tasks' filters does not change task 3's filters' inputs either
-    assert torch.equal(net.use(3, tasks={1, 2, 3, 4})(x), seq['logits'][3])
+    assert torch.equal(net.use(3, slots={1, 2, 3, 4})(x), seq['logits'][3])
 
 
 def test_save_load_round_trip(seq, tmp_path):
@@ -188,19 +201,19 @@ def test_bad_inputs_raise(arch):
         net.prune(0.5)
     with pytest.raises(ValueError, match='add_task'):
         fit(net, toy(), progress=False)
-    with pytest.raises(ValueError, match='valid ids are \\[\\]'):
+    with pytest.raises(ValueError, match='valid slots are \\[\\]'):
         net.add_task(4, share={1})
     t = net.add_task(4)
     with pytest.raises(ValueError, match='convert the images to 3 channels'):
         net(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match='resize them to at least'):
         net(torch.randn(2, 3, 8, 8))
-    for k in (1.0, 1.5, -0.1):
-        with pytest.raises(ValueError, match=r'\[0, 1\)'):
-            net.prune(k)
-    with pytest.raises(ValueError, match='valid task ids are 1..1'):
+    for fraction in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r'prune fraction must be in \[0, 1\)'):
+            net.prune(fraction)
+    with pytest.raises(ValueError, match='valid slots are 1..1'):
         net.use(2)
-    with pytest.raises(ValueError, match='valid task ids'):
+    with pytest.raises(ValueError, match='valid slots'):
         net.shared(0)
     with pytest.raises(ValueError, match='freeze'):
         net.add_task(4)
@@ -218,40 +231,42 @@ def test_bad_inputs_raise(arch):
     with pytest.raises(ValueError, match=r'not frozen yet'):
         net.add_task(4, share={1})
     net.prune(0.5); net.freeze()
-    with pytest.raises(ValueError, match=r'cannot share task 7.*valid ids are \[1, 2\]'):
+    with pytest.raises(ValueError, match=r'cannot share slot 7.*valid slots are \[1, 2\]'):
         net.add_task(4, share={2, 7})
-    with pytest.raises(ValueError, match='valid task ids'):
-        net.use(1, tasks={1, 9})
+    with pytest.raises(ValueError, match='valid slots'):
+        net.use(1, slots={1, 9})
     with pytest.raises(ValueError, match='criterion'):
         net.add_task(4); net.prune(0.5, criterion='taylor')
 
 
-# ---------- task ids (any integral value; bool, float, str, None rejected)
-def test_task_ids_numpy_pandas_and_bad_shares():
+# ---------- slots (any integral value; bool, float, str, None rejected)
+def test_slot_ids_numpy_pandas_and_bad_shares():
     import numpy as np
     import pandas as pd
-    from fktnb.subnets import task_id
+    from fktnb.subnets import slot_id, slot_ids, task_id, task_ids
+    assert task_id is slot_id and task_ids is slot_ids          # the former names, still imported by other modules
     net = resnet18(width=1 / 16)
     net.add_task(3); net.prune(0.65); net.freeze()
     for bad in (True, {1.0}, '1', 1.0, [None], np.True_):
-        with pytest.raises(ValueError, match='share must be an integer task id'):
+        with pytest.raises(ValueError, match='share must be an integer'):
             net.add_task(3, share=bad)
     assert net.tasks == 1                                   # nothing changed by the failed calls
     assert net.add_task(3, share=np.int64(1)) == 2 and net.shared(2) == {1}
     assert all(type(s) is int for s in net.shared(2))
     net.use(np.int64(1)); assert net.selection == (1, frozenset({1}))
     net.use(pd.Series([2]).iloc[0]); assert net.selection == (2, frozenset({1, 2}))
-    net.use(torch.tensor(2), tasks=pd.Series([1, 2]))
+    net.use(torch.tensor(2), slots=pd.Series([1, 2]))
     assert net.selection == (2, frozenset({1, 2}))
     assert net.head(np.int32(1)) is net.heads['1']
-    assert torch.equal(net.task_filters(np.int64(1), 'conv1'), net.owner['conv1'] == 1)
+    assert torch.equal(net.slot_filters(np.int64(1), 'conv1'), net.owner['conv1'] == 1)
+    assert torch.equal(net.task_filters(1, 'conv1'), net.owner['conv1'] == 1)         # the former name
     assert net.connections(np.int64(2), 'conv1', 'layer1.0.conv1').shape == (4, 4)
     for bad in (1.0, '1', None, True, torch.tensor([1])):
-        with pytest.raises(ValueError, match='task ids are integers'):
+        with pytest.raises(ValueError, match='slot must be an integer.*valid slots are 1..2'):
             net.use(bad)
-    assert task_id(np.uint8(7)) == 7
+    assert slot_id(np.uint8(7)) == 7 and slot_ids(np.array([2, 1])) == {1, 2}
     net.prune(0.65); net.freeze()
-    with pytest.raises(ValueError, match='cannot share task 3'):     # a future task
+    with pytest.raises(ValueError, match='cannot share slot 3'):     # a future slot
         net.add_task(3, share=[1, np.int64(3)])
 
 
@@ -383,7 +398,7 @@ def test_compact_checkpoint(tmp_path):
     net.add_task(4); fit(net, toy(seed=1), seed=1, **FIT); net.prune(0.65); net.freeze()
     net.add_task(3, share=1); net.prune(0.5); net.freeze()
     p = net.save(tmp_path / 'new.pt')
-    d = torch.load(p, weights_only=False)
+    d = torch.load(p, weights_only=True)                 # only tensors and plain values
     assert 'init' not in d
     old = dict(d, init={l: w.clone() for l, w in net.init_weights.items()}, format=1)   # the earlier file layout
     del old['init_digest']
@@ -418,7 +433,7 @@ def test_compact_checkpoint(tmp_path):
 # ---------- capacity
 def test_capacity_own_filters_left_and_add_task_error():
     from fktnb.subnets import own_filters_left
-    # n = 4 (ResNet-18 stem at width 1/16), k = 0.65, by hand: own 4 prune 3 keep 1; own 3 prune 2 keep 1;
+    # n = 4 (ResNet-18 stem at width 1/16), fraction 0.65, by hand: own 4 prune 3 keep 1; own 3 prune 2 keep 1;
     # own 2 prune 1 keep 1; own 1 prune round(0.65) = 1 keep 0; and so on
     assert own_filters_left(4, 0.65, 6) == [1, 1, 1, 0, 0, 0]
     assert own_filters_left(256, 0.65, 3) == [90, 58, 38]
@@ -432,6 +447,85 @@ def test_capacity_own_filters_left_and_add_task_error():
     net = resnet18(width=1 / 16)
     for t in range(2):
         net.add_task(2); net.prune(0.3); net.freeze()
-    with pytest.raises(ValueError, match=r"task 3 would get no free filter in layer 'conv1'.*larger width"):
+    with pytest.raises(ValueError, match=r"slot 3 would get no free filter in layer 'conv1'.*larger width"):
         net.add_task(2)
     assert net.tasks == 2
+
+
+# ---------- no import circle: subnets knows nothing of models (save/load live in models)
+def test_subnets_does_not_import_models():
+    import ast
+    import fktnb.subnets as S
+    tree = ast.parse(Path(S.__file__).read_text())
+    mods = {n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert mods and not any('models' in m for m in mods), mods
+    code = 'import sys, fktnb.subnets; print("fktnb.models" in sys.modules)'
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'False'
+    assert 'save' in MaskedNet.__dict__ and 'load' in MaskedNet.__dict__
+    assert not hasattr(S.Subnets, 'save') and not hasattr(S.Subnets, 'load')
+
+
+# ---------- safe checkpoints: a planted pickle is refused and its code never runs
+class _Payload:
+    "Unpickling this runs a shell command that creates `marker`."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+
+def _real_checkpoint(path):
+    net = resnet18(width=1 / 16); net.add_task(3); net.prune(0.65); net.freeze()
+    return net.save(path)
+
+
+@pytest.mark.parametrize('how', ['torch_file', 'inside_a_real_checkpoint', 'bare_pickle'])
+def test_planted_pickle_refused(tmp_path, how):
+    marker, path = tmp_path / 'code_ran', tmp_path / 'planted.pt'
+    if how == 'torch_file':
+        torch.save(dict(arch='resnet18', kwargs={}, state=_Payload(marker)), path)
+    elif how == 'inside_a_real_checkpoint':
+        d = torch.load(_real_checkpoint(path), weights_only=True)
+        d['kwargs'] = dict(d['kwargs'], seed=_Payload(marker))
+        torch.save(d, path)
+    else:
+        path.write_bytes(pickle.dumps(dict(state=_Payload(marker))))
+    if how == 'bare_pickle':          # not torch's zip format: refused unread (the store sets such files aside)
+        with pytest.raises(pickle.UnpicklingError, match='not a fktnb checkpoint') as e:
+            MaskedNet.load(path)
+    else:
+        with pytest.raises(ValueError, match='not a safe fktnb checkpoint.*refused without running anything') as e:
+            MaskedNet.load(path)
+        assert 'system' in str(e.value)                                   # says what was refused
+    assert str(path) in str(e.value)
+    assert not marker.exists()
+    # the planted file really runs code when unpickled without the guard (so this test can fail)
+    if how == 'bare_pickle': pickle.loads(path.read_bytes())
+    else: torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_not_a_checkpoint_and_plain_values_only(tmp_path):
+    import numpy as np
+    net = resnet18(width=1 / 16); net.add_task(3)
+    torch.save(net.state_dict(), tmp_path / 'state.pt')
+    with pytest.raises(ValueError, match=r'state\.pt is not a fktnb checkpoint.*bare state_dict'):
+        MaskedNet.load(tmp_path / 'state.pt')
+    # builder arguments are written as plain values: numpy numbers become Python ones, anything else is refused
+    net.kwargs = dict(net.kwargs, seed=np.int64(0), width=np.float64(1 / 16))
+    d = torch.load(net.save(tmp_path / 'np.pt'), weights_only=True)
+    assert d['kwargs']['seed'] == 0 and type(d['kwargs']['seed']) is int and type(d['kwargs']['width']) is float
+    assert MaskedNet.load(tmp_path / 'np.pt').kwargs == d['kwargs']
+    net.kwargs = dict(net.kwargs, act=torch.nn.ReLU())
+    with pytest.raises(ValueError, match='cannot save the arguments of resnet18.*ReLU.*plain Python values'):
+        net.save(tmp_path / 'bad.pt')
+    assert not (tmp_path / 'bad.pt').exists()
+
+
+def test_load_map_location(tmp_path):
+    net = vgg16(width=1 / 16); net.add_task(3); net.prune(0.65); net.freeze()
+    p = net.save(tmp_path / 'n.pt')
+    for where in (None, 'cpu', torch.device('cpu')):
+        net2 = MaskedNet.load(p, map_location=where)
+        assert next(net2.parameters()).device == torch.device('cpu')
+        assert all(torch.equal(a, b) for a, b in zip(net2.state_dict().values(), net.state_dict().values()))

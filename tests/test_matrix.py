@@ -12,7 +12,7 @@ SEQUENCES, ARCHS = ('tic', 'mpc', 'kef', 'syn'), ('resnet18', 'vgg16')
 
 @pytest.fixture(scope='module')
 def fixtures(tmp_path_factory):
-    from fktnb.data import write_fixtures
+    from fktnb.fixtures import write_fixtures
     return write_fixtures(tmp_path_factory.mktemp('data'))
 
 
@@ -29,8 +29,8 @@ def _expected_units(cfg):
 def test_every_experiment_runs_end_to_end(dataset, arch, fixtures, tmp_path):
     "two_task, three_task and six_task on one sequence and architecture, into one out_dir (they share networks)."
     from fktnb.config import resolve, task_numbers
-    from fktnb.runs import run
-    from fktnb.data import load_sequence
+    from fktnb.sequences import load_sequence
+    from fktnb.sweep import run
     t0 = time.time()
     for experiment in ('two_task', 'three_task', 'six_task'):
         cfg = resolve(experiment, preset='smoke', dataset=dataset, arch=arch, data_root=str(fixtures),
@@ -50,20 +50,20 @@ def test_every_experiment_runs_end_to_end(dataset, arch, fixtures, tmp_path):
 def test_smoke_runs_learn():
     "Smoke two-task accuracies on syn are clearly above chance (5 classes: 20%)."
     from fktnb.config import resolve
-    from fktnb.runs import run
+    from fktnb.sweep import run
     import tempfile
     cfg = resolve('two_task', preset='smoke', out_dir=tempfile.mkdtemp())
     df = run(cfg, progress=False)
-    print(df[['unit', 'alpha', 'beta', 'acc']])
+    print(df[['kind', 'alpha', 'beta', 'acc']])
     assert df.acc.mean() > 0.4, df.acc.mean()
-    assert (df[df.unit == 'alone'].acc > 0.3).all()
+    assert (df[df.kind == 'alone'].acc > 0.3).all()
 
 
 def test_other_data_never_reuses_results(tmp_path):
     "The same configuration on two different data roots into one out_dir: the second run trains every unit."
     from fktnb.config import resolve
-    from fktnb.data import write_fixtures
-    from fktnb.runs import run
+    from fktnb.fixtures import write_fixtures
+    from fktnb.sweep import run
     import json
     roots = [write_fixtures(tmp_path / f'data{s}', seed=s) for s in (0, 1)]
     cfgs = [resolve('two_task', preset='smoke', dataset='mpc', tasks=[1, 2], data_root=str(r), out_dir=str(tmp_path / 'out'))

@@ -1,4 +1,5 @@
-"""Usefulness measures (issue 5) against an independent reference computed with numpy.corrcoef per class."""
+"""Usefulness measures (issue 5) against an independent reference computed with numpy.corrcoef per class.
+Subnetworks are named by the network's slots (the order in which it learned its tasks)."""
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,7 @@ matplotlib.use('Agg')
 from fktnb.measures import (ActivationStats, accuracy_matrix_metrics, activation_score, activation_values,
                             collect_activations, collect_stats, connectivity, connectivity_values, filter_activation,
                             fkt, layer_connectivity, plot_layer_distributions, score_subnetworks)
+from fktnb.train import eval_batches, eval_order
 
 
 # ---------------------------------------------------------------- the independent reference (numpy only)
@@ -44,7 +46,7 @@ def ref_connectivity(net, t, acts, labels, squared=True):
 def ref_activation(net, t, acts, squared=True):
     per_layer = []
     for l, a in acts.items():
-        f = net.task_filters(t, l).cpu().numpy().astype(bool)
+        f = net.slot_filters(t, l).cpu().numpy().astype(bool)
         if f.any():
             v = a.numpy().astype(np.float64)[:, f]
             per_layer.append(np.mean(v ** 2 if squared else v))
@@ -245,11 +247,14 @@ def test_collect_shapes_and_labels(small_run):
     assert all((net.owner[first] == t).any() for t in (1, 2, 3))
 
 
+@pytest.mark.numerics
 def test_all_active_pass_equals_own_mask(small_run):
     "With all frozen subnetworks active, each S_t' sees exactly what it sees under net.use(t') (constraints 2-3)."
     net, ds, acts, labels = small_run
     mods = net.activation_modules()
-    x = ds.tensors[0][:64]
+    first = eval_order(len(ds))[:64]                 # the samples of the pass's first (class-mixed) batch
+    x, _ = next(eval_batches(ds, 64))
+    assert torch.equal(x, ds.tensors[0][first])
     for t in (1, 2, 3):
         seen = {}
         hooks = [m.register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, filter_activation(o)))
@@ -261,10 +266,11 @@ def test_all_active_pass_equals_own_mask(small_run):
         for h in hooks:
             h.remove()
         for l in mods:
-            f = net.task_filters(t, l)
-            torch.testing.assert_close(acts[l][:64][:, f], seen[l][:, f], atol=1e-5, rtol=1e-5)
+            f = net.slot_filters(t, l)
+            torch.testing.assert_close(acts[l][first][:, f], seen[l][:, f], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.numerics
 def test_selection_restored(small_run):
     net, ds, acts, labels = small_run
     x = ds.tensors[0][:64]
@@ -304,7 +310,7 @@ def test_constant_filter_within_class(small_run):
     net, ds, acts, labels = small_run
     acts = {l: a.clone() for l, a in acts.items()}
     p, c = net.graph[0]
-    f = net.task_filters(1, c).nonzero()[0, 0]
+    f = net.slot_filters(1, c).nonzero()[0, 0]
     acts[c][labels == 0, f] = 0.25
     P_ref, _ = ref_connectivity(net, 1, acts, labels)
     P, _ = connectivity(net, 1, (acts, labels))
@@ -324,17 +330,17 @@ def test_bad_inputs(small_run):
     net, ds, acts, labels = small_run
     with pytest.raises(ValueError):
         connectivity(net, 99, (acts, labels))
-    st = collect_stats(net, ds, tasks={3})       # only S_3 active: S_2 (which needs S_1) cannot be scored
+    st = collect_stats(net, ds, slots={3})       # only S_3 active: S_2 (which needs S_1) cannot be scored
     with pytest.raises(ValueError):
         connectivity(net, 2, st)
     assert connectivity(net, 3, st)[0] == pytest.approx(connectivity(net, 3, (acts, labels))[0], abs=1e-6)
 
 
-def test_task_ids(small_run):
-    "numpy/pandas integer ids are accepted everywhere; 1.0, True and '1' are rejected."
+def test_slot_ids(small_run):
+    "numpy/pandas integer slots are accepted everywhere; 1.0, True and '1' are rejected."
     net, ds, acts, labels = small_run
-    st = collect_stats(net, ds, tasks=[np.int64(1), np.int32(2), 3])
-    assert st.tasks == {1, 2, 3} and all(type(t) is int for t in st.tasks)
+    st = collect_stats(net, ds, slots=[np.int64(1), np.int32(2), 3])
+    assert st.slots == {1, 2, 3} and all(type(t) is int for t in st.slots)
     p, c = net.graph[0]
     for t in (np.int64(2), np.int8(2)):
         assert activation_score(net, t, st) == activation_score(net, 2, st)
@@ -350,7 +356,7 @@ def test_task_ids(small_run):
         for f in (lambda t: activation_score(net, t, st), lambda t: connectivity(net, t, st),
                   lambda t: layer_connectivity(net, t, st, p, c), lambda t: activation_values(net, t, st),
                   lambda t: connectivity_values(net, t, st), lambda t: score_subnetworks(net, ds, candidates=[t]),
-                  lambda t: collect_stats(net, ds, tasks=[t])):
+                  lambda t: collect_stats(net, ds, slots=[t])):
             with pytest.raises(ValueError):
                 f(bad)
 
@@ -362,6 +368,7 @@ def vgg_run():
     return _continual_run(vgg16(in_size=32, width=1 / 16, seed=0), ((4, set()), (3, {1})), 130, 3, 2)
 
 
+@pytest.mark.numerics
 def test_fc_activations_are_the_units_outputs(vgg_run):
     net, ds, acts, labels = vgg_run
     assert ('conv13', 'fc1') in net.graph and ('fc1', 'fc2') in net.graph
@@ -369,16 +376,17 @@ def test_fc_activations_are_the_units_outputs(vgg_run):
     mods = net.activation_modules()
     hooks = [mods[l].register_forward_hook(lambda m, i, o, l=l: out.__setitem__(l, o)) for l in ('conv13', 'fc1', 'fc2')]
     net.eval()
-    with torch.no_grad(), net.selected(2, tasks={1, 2}):
-        net(ds.tensors[0][:64])
+    first = eval_order(len(ds))[:64]                 # the pass's first batch
+    with torch.no_grad(), net.selected(2, {1, 2}):
+        net(ds.tensors[0][first])
     for h in hooks:
         h.remove()
     assert out['fc1'].dim() == 2 and out['conv13'].dim() == 4
     for l in ('fc1', 'fc2'):
         assert acts[l].shape == (130, out[l].shape[1])
-        torch.testing.assert_close(acts[l][:64], out[l])                # post-ReLU output as it is
+        torch.testing.assert_close(acts[l][first], out[l])              # post-ReLU output as it is
         assert (acts[l] >= 0).all() and acts[l].abs().sum() > 0
-    torch.testing.assert_close(acts['conv13'][:64], out['conv13'].mean((2, 3)))
+    torch.testing.assert_close(acts['conv13'][first], out['conv13'].mean((2, 3)))
 
 
 @pytest.mark.parametrize('squared', [True, False])

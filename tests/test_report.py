@@ -1,17 +1,236 @@
-"""The reproduction report: report.ipynb on real smoke outputs of all three experiments for both architectures, and
-the claim checks on hand-made results whose answers are known."""
-import json, os, re, time
-from pathlib import Path
+"""The reproduction report and the paper's claims.
+
+report.ipynb on real smoke outputs of all three experiments for both architectures (figures inline even with
+MPLBACKEND=Agg); each claim checked over exactly the rows the paper's sentence speaks of; verdicts that need two trials;
+the false-held rate of every claim on data with no effect; ties in the paper's tables; presets on the page."""
+import json, os, re, time, warnings
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT
 
-pm = pytest.importorskip('papermill')
+from fktnb.claims import CLAIMS, Stats, check_claims
+from fktnb.figures import best_decisions, paper_table, three_task_table, agreement
+from fktnb.sequences import get_sequence, task_families
+from fktnb.strategies import TABLE2_STRATEGIES
+
 ARCHS = ('resnet18', 'vgg16')
 EXPERIMENTS = ('two_task', 'three_task', 'six_task')
+ST = Stats()
 
 
+# --- hand-made runs whose answers are known -------------------------------------------------------------------------
+def two_task_rows(ds='mpc', trials=3, sign=-1, noise=0.3, tasks=6, seed=0, arch='resnet18'):
+    "Two-task rows: P lower for the same family; accuracy (%) = 60 - sign * 40 * P + noise."
+    rng, fam, rows = np.random.default_rng(seed), task_families(ds), []
+    for k in range(trials):
+        for b in range(1, tasks + 1):
+            for a in set(range(1, tasks + 1)) - {b}:
+                P = (0.1 if fam[a] == fam[b] else 0.3) + 0.01 * a
+                rows.append(dict(experiment='two_task', dataset=ds, arch=arch, kind='pair', trial=k, alpha=a, beta=b,
+                                 task=b, P=P, A=0.2, acc=(60 + sign * 40 * P + noise * rng.normal()) / 100))
+    return pd.DataFrame(rows)
+
+
+def three_task_rows(trials=3, noise=0.5, ds='tic', arch='vgg16', table='table1', seed=0):
+    "Three-task rows equal to the paper's TIC numbers of `table` plus noise, per trial."
+    rng, p = np.random.default_rng(seed), paper_table('three_task')
+    p = p[(p.table == table) & (p.dataset == 'tic')]
+    return pd.DataFrame([dict(experiment='three_task', dataset=ds, arch=arch, kind='gamma', trial=k, alpha=r.alpha,
+                              beta=r.beta, gamma=r.gamma, task=r.gamma, decision=r.decision,
+                              acc=(r.value + noise * rng.normal()) / 100) for k in range(trials) for r in p.itertuples()])
+
+
+def six_task_rows(ds='mpc', arch='resnet18', trials=3, noise=0.3, seed=0, strategies=TABLE2_STRATEGIES):
+    "One complete six-task step per (strategy, trial): the paper's per-task numbers (Table 2 or 4) plus noise."
+    rng, p = np.random.default_rng(seed), paper_table('six_task')
+    p = p[(p.dataset == ds) & (p.arch == arch) & (p.task != 'mean')]
+    return pd.DataFrame([dict(experiment='six_task', dataset=ds, arch=arch, kind='six', trial=k, strategy=s, task=6,
+                              acc=0.5, accs={t: (v + noise * rng.normal()) / 100 for t, v in zip(g.task, g.value)})
+                         for k in range(trials) for s, g in p.groupby('strategy') if s in strategies])
+
+
+EFFECT_ROWS = {1: lambda **kw: two_task_rows(**kw), 2: lambda **kw: two_task_rows(**kw),
+               3: lambda **kw: three_task_rows(**kw), 4: lambda **kw: six_task_rows(**kw),
+               5: lambda **kw: six_task_rows(arch='vgg16', **kw)}
+
+
+def shuffle_candidates(rows, rng, claim_id, per_trial=False):
+    "No effect: the accuracies shuffled across the claim's candidates (S_alpha; decisions; strategies)."
+    if claim_id in (1, 2):     # each S_alpha takes another's accuracies (the same in every trial, or anew per trial)
+        d = rows.sort_values(['beta', 'trial', 'alpha']).copy()
+        acc = d.acc.to_numpy().reshape(d.beta.nunique(), d.trial.nunique(), -1)
+        acc = rng.permuted(acc, axis=2) if per_trial else np.stack([a[:, rng.permutation(a.shape[1])] for a in acc])
+        return d.assign(acc=acc.ravel())
+    d = rows.sort_values(['trial', 'beta', 'gamma', 'decision'] if claim_id == 3 else ['trial', 'strategy']).copy()
+    col = 'acc' if claim_id == 3 else 'accs'
+    x = d[col].to_numpy().reshape(-1, 3 if claim_id == 3 else d.strategy.nunique())
+    d[col] = list(rng.permuted(x, axis=1).ravel())
+    return d
+
+
+def _result(claim_id, rows, st=ST): return CLAIMS[claim_id].check(rows, st)['result']
+
+
+# --- the rule: effects are held, no effect is not ------------------------------------------------------------------
+@pytest.mark.parametrize('claim_id', [1, 2, 3, 4])
+def test_a_real_effect_is_held(claim_id):
+    r = CLAIMS[claim_id].check(EFFECT_ROWS[claim_id](), ST)
+    assert r['result'] == 'held' and r['p'] < 0.05 and r['trials'] == 3, r
+    assert re.search(r'(permutation|sign) test .*: p [=<] ', r['evidence']) and '95% bootstrap interval' in r['evidence']
+
+
+def test_a_two_strategy_comparison_needs_five_trials():
+    "Claim 5 compares two strategies: with 3 trials the best a test with no distributional assumption gets is p = 1/8."
+    r3, r5 = (CLAIMS[5].check(six_task_rows(arch='vgg16', trials=k), ST) for k in (3, 5))
+    assert r3['result'] == 'inconclusive' and r3['p'] == pytest.approx(1 / 8), r3
+    assert r3['evidence'].endswith('(with 3 trials p cannot go below 0.125)')
+    assert r5['result'] == 'held' and r5['p'] == pytest.approx(1 / 32), r5
+
+
+@pytest.mark.parametrize('claim_id', [1, 2, 3, 4, 5])
+def test_fewer_than_two_trials_get_no_verdict(claim_id):
+    r = CLAIMS[claim_id].check(EFFECT_ROWS[claim_id](trials=1), ST)
+    assert r['result'] == 'too few trials' and r['trials'] == 1 and np.isnan(r['p']), r
+    assert 'p =' not in r['evidence']
+
+
+def test_the_opposite_effect_is_not_held():
+    assert _result(1, two_task_rows(sign=+1)) == 'not held' and _result(2, two_task_rows(sign=+1)) == 'not held'
+    weak = six_task_rows()
+    weak.loc[weak.strategy == 'manual', 'accs'] = weak[weak.strategy == 'share_all'].accs.to_numpy()
+    assert _result(4, weak) == 'not held'
+    worse = three_task_rows()
+    worse.loc[worse.decision == 'omit_beta', 'acc'] -= 0.2          # omitting S_beta now the worst everywhere
+    assert _result(3, worse) == 'not held'
+
+
+NULL_DRAWS = {1: 240, 2: 240, 3: 1000, 4: 1000, 5: 1000}    # claims 3-5 are cheap to check: more draws, a sharper rate
+
+
+def test_false_held_rate_on_data_with_no_effect():
+    """Accuracies shuffled across the candidates: the rule says 'held' in at most 5% of the draws (240 or 1000), for every claim.
+
+    Each draw starts from rows with a clear effect (every claim is held on them) and shuffles it away: claims 1 and 2
+    give each S_alpha another's accuracies (the same in every trial, and anew per trial), claims 3-5 relabel the
+    decisions / strategies within every trial."""
+    rates = {}
+    for claim_id in CLAIMS:
+        variants = [False, True] if claim_id in (1, 2) else [False]    # 1, 2: shuffle fixed over trials or anew per trial
+        for per_trial in variants:
+            trials = 5 if claim_id == 5 else 3       # claim 5 compares two strategies: a verdict needs 5 trials
+            rng, rows = np.random.default_rng(100 + claim_id), EFFECT_ROWS[claim_id](trials=trials)
+            held = [CLAIMS[claim_id].check(shuffle_candidates(rows, rng, claim_id, per_trial), ST)['result'] == 'held'
+                    for _ in range(NULL_DRAWS[claim_id])]
+            rates[f'claim {claim_id}' + (' (shuffled per trial)' if per_trial else '')] = float(np.mean(held))
+    print('false-held rates (draws per claim', NULL_DRAWS, '):', json.dumps(rates, indent=1))
+    assert all(r <= 0.05 for r in rates.values()), rates
+
+
+def test_false_held_rate_with_two_trials():
+    "The smallest runs that get a verdict (2 trials) are not easier to fool."
+    rates = {}
+    for claim_id, draws in ((1, 200), (3, 1000), (4, 1000)):    # claim 4 with 2 trials: 1/25 = 4% by construction
+        rng, rows = np.random.default_rng(7), EFFECT_ROWS[claim_id](trials=2)
+        rates[claim_id] = float(np.mean([_result(claim_id, shuffle_candidates(rows, rng, claim_id)) == 'held'
+                                         for _ in range(draws)]))
+    print('false-held rates, 2 trials (200 draws for claim 1, 1000 for claims 3 and 4):', rates)
+    assert all(r <= 0.05 for r in rates.values()), rates
+
+
+# --- scopes: exactly the rows each sentence speaks of ---------------------------------------------------------------
+def test_claim3_speaks_of_tic_alpha1_and_cifar100_tasks_only():
+    rows = three_task_rows()
+    r = CLAIMS[3].check(rows, ST)
+    assert 'in 12 of 12 sequences' in r['evidence'] and 'of 36 (sequence, trial) cells' in r['evidence'], r
+    # T_beta = 2 (CIFAR-10), which the sentence sets apart, and T_gamma = 2 never enter
+    assert CLAIMS[3].check(rows[(rows.beta == 2) | (rows.gamma == 2)], ST)['result'] == 'not run'
+    spoiled = rows.copy()
+    spoiled.loc[(spoiled.beta == 2) & (spoiled.decision == 'omit_beta'), 'acc'] = 0.0
+    assert CLAIMS[3].check(spoiled, ST)['evidence'] == r['evidence']
+    # other alphas (Table 3) are not the sentence's rows; other datasets are outside it
+    assert CLAIMS[3].check(three_task_rows(table='table3'), ST)['result'] == 'not run'
+    assert CLAIMS[3].check(three_task_rows(ds='mpc'), ST) is None
+    # omitting S_beta must beat BOTH other decisions: beating share-both only is not enough
+    only_sb = rows.copy()
+    only_sb.loc[only_sb.decision == 'omit_alpha', 'acc'] = only_sb.loc[only_sb.decision == 'omit_beta', 'acc'].to_numpy() + 0.01
+    assert CLAIMS[3].check(only_sb, ST)['result'] == 'not held'
+
+
+def test_paper_numbers_give_12_of_12_for_claim3():
+    "Scoped as stated (alpha = 1, beta, gamma in 3..6, best of three) the paper's own Table 1 gives 12 of 12."
+    assert CLAIMS[3].paper(None, None).startswith('held as printed: omitting S_β best in 12 of 12 sequences (Table 1')
+    # the old, wider check (all 20 alpha = 1 rows, omit-S_beta against share-both only) counted 16 of 20
+    p = paper_table('three_task')
+    t = p[(p.table == 'table1') & (p.dataset == 'tic')].pivot_table(index=['beta', 'gamma'], columns='decision', values='value')
+    assert int((t.omit_beta > t.share_both).sum()) == 16 and len(t) == 20
+
+
+def test_claim4_needs_the_five_table2_strategies_and_resnet18():
+    assert _result(4, six_task_rows(strategies=('manual', 'share_none'))) == 'not run'
+    assert 'missing share_all, share_lowest, omit_lowest' in CLAIMS[4].check(six_task_rows(strategies=('manual', 'share_none')), ST)['evidence']
+    assert CLAIMS[4].check(six_task_rows(arch='vgg16'), ST) is None         # VGG-16 is claim 5's (Table 4)
+    assert CLAIMS[5].check(six_task_rows(), ST) is None
+    assert CLAIMS[4].check(six_task_rows().assign(dataset='syn'), ST) is None    # not a dataset of the paper
+    # the paper's own numbers: manual best on all three datasets of Table 2; beaten by the reference on all of Table 4
+    assert CLAIMS[4].paper(None, None) == 'held as printed on 3 of 3 datasets (Table 2, ResNet-18)'
+    assert CLAIMS[4].paper('tic', 'resnet18').startswith('held as printed: manual 69.45 vs best other (share all) 69.29')
+    assert CLAIMS[5].paper(None, None) == 'held as printed on 3 of 3 datasets (Table 4, VGG-16)'
+    assert CLAIMS[5].paper('mpc', 'vgg16').startswith('held as printed: share none 80.2 vs manual 77.3')
+    assert CLAIMS[5].paper('tic', 'vgg16').startswith('held as printed: share all 68.1 vs manual 66.9')
+
+
+def test_claims_1_2_scopes():
+    assert CLAIMS[1].check(two_task_rows(tasks=3), ST)['result'] == 'not run'       # 2 candidates per T_beta
+    assert CLAIMS[2].check(two_task_rows('syn'), ST) is None                           # the paper says nothing of syn
+    assert _result(1, two_task_rows('syn')) == 'held'                                  # claim 1 is general
+    assert _result(2, two_task_rows('tic')) == 'not held'   # TIC: the complexity rule; family-made rows do not fit it
+
+
+# --- ties ---------------------------------------------------------------------------------------------------------
+def test_ties_in_the_paper_count_as_agreement_with_any_tied_decision():
+    p = paper_table('three_task')
+    pv = p.pivot_table(index=['table', 'dataset', 'alpha', 'beta', 'gamma'], columns='decision', values='value')
+    assert int((best_decisions(pv).map(len) > 1).sum()) == 10 and len(pv) == 120
+    t3 = p[(p.table == 'table3') & (p.dataset == 'mpc') & (p.alpha == 2)]   # 5 tied rows, e.g. (2, 3, 1): 97.3 / 96.4 / 97.3
+    for tie_break in ('share_both', 'omit_alpha'):
+        rows = pd.DataFrame([dict(kind='gamma', dataset='mpc', arch='resnet18', trial=0, alpha=r.alpha, beta=r.beta,
+                                  gamma=r.gamma, decision=r.decision, acc=(r.value + 0.01 * (r.decision == tie_break)) / 100)
+                             for r in t3.itertuples()])
+        t = three_task_table(rows)
+        assert t.loc[(2, 3, 1), 'best'] == tie_break and t.loc[(2, 3, 1), 'agree']
+        assert agreement(t) == dict(agree=20, rows=20, tied=5)
+
+
+# --- presets on the page -------------------------------------------------------------------------------------------
+def test_only_paper_preset_runs_are_compared_with_the_paper():
+    rows = pd.concat([two_task_rows().assign(run_id='a-smoke', preset='smoke'),
+                      two_task_rows().assign(run_id='b-paper', preset='paper'),
+                      three_task_rows(arch='resnet18').assign(run_id='c-paper', preset='paper'),
+                      six_task_rows().assign(run_id='d')], ignore_index=True)        # no preset known
+    c = check_claims(rows)
+    v = c.set_index(['claim', 'scope']).verdict
+    assert v[1, 'mpc/resnet18, run a-smoke'] == 'not comparable (preset smoke); own data: held'
+    assert v[1, 'mpc/resnet18, run b-paper'] == 'held'
+    assert v[3, 'tic/resnet18, run c-paper'].startswith('not comparable (arch resnet18')      # Table 1 TIC is VGG-16
+    assert v[4, 'mpc/resnet18, run d'] == 'not comparable (preset unknown); own data: held'
+    assert c.set_index(['claim', 'scope']).preset[1, 'mpc/resnet18, run a-smoke'] == 'smoke'
+    assert set(c[c.claim == 5].verdict) == {'not run'}           # no VGG-16 six-task run
+    assert list(c.columns[:6]) == ['claim', 'statement', 'scope', 'preset', 'trials', 'verdict']
+
+
+def test_report_module_is_a_deprecated_shim():
+    import importlib, sys
+    sys.modules.pop('fktnb.report', None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        report = importlib.import_module('fktnb.report')
+    assert any('fktnb.figures' in str(w.message) and issubclass(w.category, DeprecationWarning) for w in caught)
+    from fktnb.reproduction import build_report
+    assert report.build_report is build_report and report.check_claims is check_claims
+
+
+# --- the page on real smoke outputs -------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def smoke_out(tmp_path_factory):
     "Smoke runs (tasks 1-3, 2+1 epochs) of the three experiments for both architectures, with the runs API."
@@ -48,48 +267,52 @@ def _md_rows(text, first_cell):
             if l.startswith(f'| {first_cell} |')]
 
 
-def test_report_notebook_on_smoke_outputs(smoke_out, tmp_path):
+def _names(dataset): return {i: t.name for i, t in enumerate(get_sequence(dataset).tasks, 1)}
+
+
+def test_report_notebook_on_smoke_outputs(smoke_out, tmp_path, monkeypatch):
+    pm = pytest.importorskip('papermill')
+    import nbformat
     t0 = time.time()
-    env_in_test = os.environ.pop('IN_TEST', None)    # the parameter decides, not nbdev_test's variable
-    try:
-        pm.execute_notebook(str(ROOT / 'nbs' / 'report.ipynb'), str(tmp_path / 'report-out.ipynb'),
-                            parameters=dict(out_dir=str(smoke_out)), kernel_name='python3', cwd=str(tmp_path),
-                            progress_bar=False, execution_timeout=600)
-    finally:
-        if env_in_test is not None: os.environ['IN_TEST'] = env_in_test
+    monkeypatch.delenv('IN_TEST', raising=False)        # the parameter decides, not nbdev_test's variable
+    monkeypatch.setenv('MPLBACKEND', 'Agg')             # as on a cluster: the figures must still show inline
+    pm.execute_notebook(str(ROOT / 'nbs' / 'report.ipynb'), str(tmp_path / 'report-out.ipynb'),
+                        parameters=dict(out_dir=str(smoke_out)), kernel_name='python3', cwd=str(tmp_path),
+                        progress_bar=False, execution_timeout=600)
     print(f'report.ipynb: {time.time() - t0:.1f}s under papermill')
+    nb = nbformat.read(str(tmp_path / 'report-out.ipynb'), as_version=4)
+    pngs = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if 'image/png' in o.get('data', {})]
+    assert len(pngs) == 8, f'{len(pngs)} inline figures with MPLBACKEND=Agg'
     folder = smoke_out / 'report'
     text = (folder / 'report.md').read_text()
-    # one section per run: 3 experiments x 2 architectures, each with its configuration
-    for arch in ARCHS:
+    for arch in ARCHS:      # one section per run: 3 experiments x 2 architectures, each with its configuration
         assert text.count(f'### syn with {arch} (run ') == 3, text[:2000]
     assert 'preset smoke, 1 trial(s), tasks 1, 2, 3, 2+1 epochs' in text
-    # every figure the page links is written; 2 archs x (2 transfer plots + 1 heat map + 1 bar chart)
     links = re.findall(r'!\[[^\]]*\]\((figures/[^)]+\.png)\)', text)
     assert len(links) == 8 and all((folder / l).stat().st_size > 5000 for l in links), links
     assert 'Acc^' not in text and '{αβ}' not in text                 # plain words, no markup
-    # every run finished: nothing missing; syn covers none of the paper's tables
-    assert '| 9 | 9 |  |' in text and '| 13 | 13 |  |' in text
+    assert '| 9 | 9 |  |' in text and '| 13 | 13 |  |' in text     # every run finished: nothing missing
+    assert 'Ties: 10 of the paper\'s 120 printed rows' in text and 'the best accuracy is achieved by omitting S_β' in text
     cov = pd.read_csv(folder / 'coverage.csv')
-    assert (cov.status == 'not run').all() and len(cov) == 18
+    assert (cov.status == 'not run').all() and len(cov) == 18       # syn covers none of the paper's tables
     claims = pd.read_csv(folder / 'claims.csv')
-    assert set(claims.claim) == {1, 2, 3, 4} and set(claims.verdict) <= {'held', 'not held', 'not run'}
-    # 3 tasks give 2 candidate S_alpha per T_beta: too few for a rank correlation; no TIC run for claim 3
-    assert (claims[claims.claim.isin([1, 3])].verdict == 'not run').all()
-    assert (claims[claims.claim.isin([2, 4])].verdict != 'not run').all()
+    assert set(claims.claim) == set(CLAIMS)
+    # syn smoke runs: claim 1 applies (2 candidates per panel: not run); the others speak of MPC, TIC, KEF only
+    assert (claims.result == 'not run').all() and (claims[claims.claim == 1].preset == 'smoke').all()
+    assert claims[claims.claim == 3].paper.iloc[0].startswith('held as printed: omitting S_β best in 12 of 12')
     for arch in ARCHS:
         # two-task FKT = pair accuracy - alone accuracy of beta (same trial), from results.csv by hand
         df = _results(smoke_out, 'two_task', arch)
-        alone = df[df.unit == 'alone'].set_index('alpha').acc
+        alone = df[df.kind == 'alone'].set_index('alpha').acc
         section, names = _section(text, arch, 0), _names('syn')
-        for r in df[df.unit == 'pair'].itertuples():
+        for r in df[df.kind == 'pair'].itertuples():
             cells = [c for c in _md_rows(section, names[r.alpha]) if c[1] == names[r.beta]]
             assert len(cells) == 1, (names[r.alpha], names[r.beta], section)
             assert _close(cells[0][2], 100 * r.acc) and _close(cells[0][3], 100 * (r.acc - alone[r.beta])), cells
         # six-task: ACC = mean of the last accuracy row; BWT = 0 exactly (frozen subnetworks never move)
         six = _results(smoke_out, 'six_task', arch)
-        steps = six[six.unit == 'six'].assign(n=lambda d: d.accs.map(len))
-        first = six[(six.unit == 'alone') & (six.task == 1)].acc.iloc[0]
+        steps = six[six.kind == 'six'].assign(n=lambda d: d.accs.map(len))
+        first = six[(six.kind == 'alone') & (six.task == 1)].acc.iloc[0]
         section = _section(text, arch, 2)
         for s, g in steps.groupby('strategy'):
             last = g.loc[g.n.idxmax()].accs
@@ -102,73 +325,10 @@ def test_report_notebook_on_smoke_outputs(smoke_out, tmp_path):
         assert 'exactly 0, as it must be' in section
 
 
-def _names(dataset):
-    from fktnb.data import get_sequence
-    return {i: t.name for i, t in enumerate(get_sequence(dataset).tasks, 1)}
-
-
-def _pairs(ds, sign):
-    "Two-task rows on 4 tasks: accuracy falls (sign=-1) or rises with P; the same-family S_alpha has the lower P."
-    rows = []
-    for b in range(1, 5):
-        rows.append(dict(experiment='two_task', dataset=ds, arch='resnet18', unit='alone', trial=0, alpha=b, task=b, acc=0.5))
-        for a in set(range(1, 5)) - {b}:
-            P = (0.1 if a % 2 == b % 2 else 0.3) + 0.01 * a
-            rows.append(dict(experiment='two_task', dataset=ds, arch='resnet18', unit='pair', trial=0, alpha=a, beta=b,
-                             task=b, P=P, A=0.2, acc=0.5 + sign * 0.1 * P))
-    return rows
-
-
-def _three(ds, arch, table, alpha=1):
-    "Three-task rows equal to the paper's numbers of `table`."
-    from fktnb.report import paper_table
-    p = paper_table('three_task')
-    p = p[(p.table == table) & (p.dataset == ds) & (p.alpha == alpha)]
-    return [dict(experiment='three_task', dataset=ds, arch=arch, unit='gamma', trial=0, alpha=r.alpha, beta=r.beta,
-                 gamma=r.gamma, decision=r.decision, acc=r.value / 100) for r in p.itertuples()]
-
-
-def _six(ds, arch, table):
-    "Six-task final rows equal to the paper's per-task numbers of `table`."
-    from fktnb.report import paper_table
-    p = paper_table('six_task')
-    p = p[(p.table == table) & (p.dataset == ds) & (p.task != 'mean')]
-    return [dict(experiment='six_task', dataset=ds, arch=arch, unit='six', trial=0, strategy=s, task=6,
-                 acc=float(g[g.task == '6'].value.iloc[0]) / 100, accs={t: v / 100 for t, v in zip(g.task, g.value)})
-            for s, g in p.groupby('strategy')]
-
-
-def test_claims_on_known_answers():
-    from fktnb.report import check_claims
-    rows = pd.DataFrame(_pairs('mpc', -1) + _pairs('kef', +1) + _three('tic', 'vgg16', 'table1')
-                        + _six('mpc', 'resnet18', 'table2') + _six('mpc', 'vgg16', 'table4'))
-    c = check_claims(rows)
-    v = c.set_index(['claim', 'scope']).verdict
-    # 1: accuracy falls with P in every T_beta panel on mpc, rises on kef
-    assert v[1, 'mpc/resnet18'] == 'held' and v[1, 'kef/resnet18'] == 'not held'
-    # 2: the same-family S_alpha has the lower P, so it is best on mpc and worst on kef
-    assert v[2, 'mpc/resnet18'] == 'held' and v[2, 'kef/resnet18'] == 'not held'
-    # 3: in the paper's Table 1 (TIC, VGG-16) omitting S_beta beats sharing both in 16 of the 20 rows (counted by hand)
-    assert v[3, 'tic/vgg16'] == 'held' and '16 of 20' in c.set_index(['claim', 'scope']).evidence[3, 'tic/vgg16']
-    # 4: the paper says manual is best in Table 2, but below share-none for MPC in Table 4 (77.3 vs 80.2)
-    assert v[4, 'mpc/resnet18'] == 'held' and v[4, 'mpc/vgg16'] == 'not held'
-    # not run: two tasks per panel cannot give a rank correlation; no TIC three-task rows; nothing at all
-    small = pd.DataFrame([r for r in _pairs('mpc', -1) if r['task'] <= 3 and r['alpha'] <= 3])
-    vs = check_claims(small).set_index('claim').verdict
-    assert vs[1] == 'not run' and vs[3] == 'not run' and vs[4] == 'not run'
-    assert set(check_claims(pd.DataFrame(columns=['experiment', 'unit'])).verdict) == {'not run'}
-    # the same rows with manual 3 points below the best: claim 4 flips; within the tolerance it holds
-    six = pd.DataFrame(_six('mpc', 'resnet18', 'table2'))
-    for drop, want in ((0.03, 'not held'), (0.004, 'held')):
-        s = six.copy()
-        s['accs'] = [{t: a - drop * (r.strategy == 'manual') for t, a in r.accs.items()} for r in s.itertuples()]
-        assert check_claims(s).set_index('claim').verdict[4] == want
-
-
 def test_report_on_an_empty_folder(tmp_path):
-    from fktnb.report import build_report, write_report
+    from fktnb.reproduction import build_report, write_report
     page = build_report(tmp_path / 'nothing')
     assert 'Nothing to report' in ''.join(x for x in page['items'] if isinstance(x, str))
     assert set(page['claims'].verdict) == {'not run'} and (page['coverage'].status == 'not run').all()
     md = write_report(page, tmp_path / 'report')
-    assert 'Nothing to report' in md.read_text()
+    assert 'Nothing to report' in md.read_text() and 'held as printed' in md.read_text()

@@ -6,7 +6,7 @@ import torch
 from fktnb.store import ResultStore, CheckpointCache, COLUMNS, DamagedFileWarning
 
 
-def _row(key, **kw): return dict(dict(key=key, experiment='two_task', unit='pair', trial=0, alpha=1, beta=2, acc=0.5), **kw)
+def _row(key, **kw): return dict(dict(key=key, experiment='two_task', kind='pair', trial=0, alpha=1, beta=2, acc=0.5), **kw)
 
 
 def _lines(path): return path.read_text().splitlines()
@@ -22,10 +22,10 @@ def _caught(fn):
 
 def test_append_once_and_read_back(tmp_path):
     st = ResultStore(tmp_path / 'r.csv')
-    assert st.append(_row('a', share={3, 1}, accs={1: 0.25}, A=1 / 3))
+    assert st.append(_row('a', shared={3, 1}, accs={1: 0.25}, A=1 / 3))
     assert not st.append(_row('a', acc=0.9))                       # already there: not written, first row stands
     df = ResultStore(tmp_path / 'r.csv').load()
-    assert list(df.key) == ['a'] and df.acc[0] == 0.5 and df.A[0] == 1 / 3 and df.share[0] == [1, 3]
+    assert list(df.key) == ['a'] and df.acc[0] == 0.5 and df.A[0] == 1 / 3 and df.shared[0] == [1, 3]
     assert df.accs[0] == {'1': 0.25} and df.trial.dtype == 'Int64'
     # an independent reader (the csv module) sees exactly one complete data row
     rows = list(csv.DictReader(open(tmp_path / 'r.csv')))

@@ -1,5 +1,6 @@
 """Executors of fktnb.sweep on this CPU: local workers match inline bit for bit, a SIGKILLed sweep resumes, two sweeps
-into one out_dir share the work, and the SLURM path runs through submitit's local executor."""
+into one out_dir share the work, the SLURM path runs through submitit's local executor, and `run(cfg)` (which lives
+here, above runs and cost: no import circle) resumes a run."""
 import os, signal, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
@@ -7,11 +8,11 @@ import pandas as pd
 import pytest
 from fktnb.runs import results
 from fktnb.store import ResultStore
-from fktnb.sweep import execute, sweep_configs, sbatch_script, SweepWorker, _executor, main
+from fktnb.sweep import execute, run, sweep_configs, sbatch_script, SweepWorker, _executor, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = dict(preset='smoke', threads=1)
-NUMBERS = ['acc', 'acc_trained', 'A', 'P', 'share', 'shared', 'accs', 'scores', 'layers']
+NUMBERS = ['acc', 'acc_trained', 'A', 'P', 'shared', 'accs', 'scores', 'layers']
 
 
 def _cfgs(out, experiments=('two_task',), tasks=(1, 2)):
@@ -162,3 +163,29 @@ def test_local_workers_get_gpus_round_robin(tmp_path, monkeypatch):
     ex, per_worker = _executor('local', tmp_path / 'sweep2', 1, None)
     ex.update_parameters(**per_worker[0])
     assert ex.submit(os.getenv, 'CUDA_VISIBLE_DEVICES').result() == ''
+
+
+def test_run_resumes_and_returns_the_rows(tmp_path):
+    cfg, = _cfgs(tmp_path)
+    n = _plan_units([cfg])
+    df = run(cfg, progress=False)
+    assert (df.attrs['ran'], df.attrs['skipped'], len(df)) == (n, 0, n) and df.key.is_unique
+    assert {'kind', 'shared'} <= set(df.columns) and not {'unit', 'share'} & set(df.columns)
+    again = run(cfg, progress=False)
+    assert (again.attrs['ran'], again.attrs['skipped']) == (0, n) and list(again.key) == list(df.key)
+
+
+def test_no_import_circle_through_the_sweep():
+    "config, runs and cost sit below the sweep: importing them never imports fktnb.sweep (nor config the runner)."
+    probe = ("import importlib, sys; importlib.import_module(sys.argv[1]); "
+             "print(' '.join(m for m in ('fktnb.runs', 'fktnb.cost', 'fktnb.sweep') if m in sys.modules))")
+    def loaded(module):
+        r = subprocess.run([sys.executable, '-c', probe, module], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env=os.environ | dict(PYTHONPATH=str(ROOT)))
+        assert r.returncode == 0, r.stderr
+        return set(r.stdout.split())
+    assert loaded('fktnb.config') == set()
+    assert loaded('fktnb.runs') == {'fktnb.runs'}
+    assert 'fktnb.sweep' not in loaded('fktnb.cost')
+    import fktnb.runs
+    assert 'run' not in fktnb.runs.__all__            # run(cfg) moved to fktnb.sweep

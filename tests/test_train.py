@@ -1,14 +1,21 @@
-"""Training loop (03_train): step milestones of short runs, the plateau rule on validation accuracy, task ids from
-numpy/pandas, and fit_group (issue 14): K learners trained at once give what K separate fits give."""
+"""Training loop (05_train): step milestones of short runs, the plateau rule on validation accuracy, slots from
+numpy/pandas, evaluation batches, fit_group (issue 14): K learners trained at once give what K separate fits give,
+and the names of learn_task(s) (issue 17).
+
+Float comparisons (issue 18) are made where rounding is not amplified: after a few steps, on separable data at a
+small lr, or on decisions (lr history, best epoch). The float-sensitive tests are marked `numerics`: .ci/run runs
+them again with another thread count and ATEN_CPU_CAPABILITY=default."""
 import copy
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 import fktnb.train as train
 from fktnb.models import resnet18, vgg16
-from fktnb.train import fit, fit_group, evaluate, evaluate_loss, step_milestones, step_lr
+from fktnb.sources import ArrayDataset
+from fktnb.train import (fit, fit_group, evaluate, evaluate_loss, eval_batches, eval_order, iterate_batches,
+                         learn_task, learn_tasks, step_milestones, step_lr)
 
 ARCHS = {'resnet18': resnet18, 'vgg16': vgg16}
 FIT = dict(lr=0.05, batch_size=32, weight_decay=5e-4, device='cpu', progress=False)
@@ -104,7 +111,7 @@ def test_plateau_metric_checked():
 
 
 # ---------------------------------------------------------------- item 3: task ids
-def test_task_ids_from_numpy_and_pandas():
+def test_slots_from_numpy_and_pandas():
     net = vgg16(width=1 / 16); net.add_task(4)
     ds = toy(16)
     ref = evaluate_loss(net, 1, ds)
@@ -117,8 +124,8 @@ def test_task_ids_from_numpy_and_pandas():
 
 # ---------------------------------------------------------------- item 4: fit_group
 def learners(arch):
-    """Three learners from the same seed with different histories: task 1 trained on different data, pruned 0.5,
-    frozen; task 2 shares nothing / shares task 1 / shares task 1 with 6 classes."""
+    """Three learners from the same seed with different histories: slot 1 trained on different data, pruned 0.5,
+    frozen; slot 2 shares nothing / shares slot 1 / shares slot 1 with 6 classes."""
     out = []
     for share, n_classes, seed in [((), 4, 1), ({1}, 4, 2), ({1}, 6, 3)]:
         net = ARCHS[arch](width=1 / 16, seed=0)
@@ -130,44 +137,55 @@ def learners(arch):
     return out
 
 
+# Well conditioned: separable data (`easy`) at lr 0.02 for 2 epochs of 3 steps. Measured on a 2-core CPU (1 and 4
+# threads, ATEN_CPU_CAPABILITY default and avx2): group vs separate <= 7e-7 relative, training moves the weights by
+# >= 4e-3. On random labels at lr 0.05 the same comparison reached 5e-5 (a ReLU or max-pool tie decided by rounding).
+@pytest.mark.numerics
 @pytest.mark.parametrize('arch', list(ARCHS))
 @pytest.mark.parametrize('seeds', [0, [0, 1, 2]], ids=['one-seed', 'seed-per-learner'])
 def test_fit_group_equals_separate_fits(arch, seeds):
     group = learners(arch)
     alone, before = copy.deepcopy(group), copy.deepcopy(group)
-    data = toy(96, seed=9)
-    hg = fit_group(group, data, epochs=2, seed=seeds, **FIT)
-    hs = [fit(n, data, epochs=2, seed=seeds if isinstance(seeds, int) else seeds[k], **FIT)
+    data, kw = easy(96, seed=9), FIT | dict(lr=0.02)
+    hg = fit_group(group, data, epochs=2, seed=seeds, **kw)
+    hs = [fit(n, data, epochs=2, seed=seeds if isinstance(seeds, int) else seeds[k], **kw)
           for k, n in enumerate(alone)]
     for k, (g, s, b) in enumerate(zip(group, alone, before)):
         rel = ((flat(g) - flat(s)).norm() / flat(s).norm()).item()
         moved = ((flat(s) - flat(b)).norm() / flat(b).norm()).item()
         print(f'{arch} seeds={seeds} learner {k}: ||w_group - w_sep|| / ||w_sep|| = {rel:.2e} (training moved {moved:.2e})')
-        assert rel <= 1e-3 and moved > 100 * rel
+        assert rel <= 1e-4 and moved >= 1e-3
         assert_untrainable_unchanged(b, g)                  # frozen and foreign weights: bit-identical
         assert_untrainable_unchanged(b, s)
         assert hg[k]['train_loss'] == pytest.approx(hs[k]['train_loss'], rel=1e-4)
-        assert hg[k]['lr'] == hs[k]['lr'] and hg[k]['task'] == 2 and hg[k]['group_size'] == 3
+        assert hg[k]['lr'] == hs[k]['lr'] and hg[k]['slot'] == 2 and hg[k]['group_size'] == 3
         assert g.heads['2'].weight.shape[0] == b.heads['2'].weight.shape[0]
 
 
 def test_fit_group_plateau_per_learner_lr(monkeypatch):
+    """The plateau decisions (each learner's lr per epoch, best epoch, stop) are made per learner, as in separate fits;
+    the weights returned (best epoch 3: 8 steps; best epoch 0: 2 steps) agree after those few, well-conditioned
+    steps. (Before issue 18 this compared weights after 8 epochs at lr 0.1 on random labels, which measured the
+    CPU's reduction order.)"""
     group = learners('resnet18')[:2]
     alone = copy.deepcopy(group)
     scripts = {id(group[0]): (ACC, LOSS), id(group[1]): (LOSS[::-1], ACC), id(alone[0]): (ACC, LOSS),
                id(alone[1]): (LOSS[::-1], ACC)}
     scripted(monkeypatch, scripts)
-    kw = dict(val_ds=toy(32, seed=1), epochs=8, lr=0.1, lr_min=5e-4, patience=1, schedule='plateau',
+    kw = dict(val_ds=toy(32, seed=1), epochs=4, lr=0.02, lr_min=1e-4, patience=1, schedule='plateau',
               batch_size=32, device='cpu', progress=False)
-    hg = fit_group(group, toy(64, seed=9), **kw)
-    hs = [fit(n, toy(64, seed=9), **kw) for n in alone]
-    assert hg[0]['lr'] == pytest.approx(EXPECTED['acc'][0]) and hg[0]['best_epoch'] == 3
-    assert hg[0]['lr'] != hg[1]['lr']                        # the learners' lrs differ: per-learner update
+    hg = fit_group(group, easy(64, seed=9), **kw)
+    hs = [fit(n, easy(64, seed=9), **kw) for n in alone]
+    # by hand, patience 1: learner 0 (ACC) misses at epoch 2 -> lr/10, best epoch 3; learner 1 (accs 0.1, 0.1, ...)
+    # misses at epochs 1, 2, 3 -> lr 0.002, 0.0002, then 2e-5 < lr_min: stops after epoch 3, best epoch 0
+    assert hg[0]['lr'] == pytest.approx([0.02, 0.02, 0.02, 0.002], rel=1e-12) and hg[0]['best_epoch'] == 3
+    assert hg[1]['lr'] == pytest.approx([0.02, 0.02, 0.002, 0.0002], rel=1e-12) and hg[1]['best_epoch'] == 0
     for g, s, a, b in zip(group, alone, hg, hs):
-        assert a['lr'] == pytest.approx(b['lr']) and a['best_epoch'] == b['best_epoch'] and a['epoch'] == b['epoch']
+        assert a['lr'] == pytest.approx(b['lr'], rel=1e-12) and a['best_epoch'] == b['best_epoch']
+        assert a['epoch'] == b['epoch']
         rel = ((flat(g) - flat(s)).norm() / flat(s).norm()).item()
         print(f'plateau group vs separate: {rel:.2e}')
-        assert rel <= 1e-3
+        assert rel <= 1e-4
 
 
 def test_fit_group_bad_inputs():
@@ -189,6 +207,7 @@ def test_fit_group_bad_inputs():
         fit_group([a, b], toy(32), progress=False)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('arch', list(ARCHS))
 def test_channels_last_group_equals_channels_last_fits(arch):
     """NHWC kernels round differently from NCHW ones (about 2e-5 of a step here, which this learner's training then
@@ -203,6 +222,7 @@ def test_channels_last_group_equals_channels_last_fits(arch):
         assert_untrainable_unchanged(b, g)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize('grouped', [False, True], ids=['fit', 'fit_group'])
 def test_bf16_and_channels_last_train(grouped):
     nets = learners('resnet18')[1:]        # ResNet: 1x1 strided shortcuts (kept NCHW on CPU); 4 and 6 classes
@@ -216,3 +236,79 @@ def test_bf16_and_channels_last_train(grouped):
         assert h['train_loss'][-1] < 0.7 * h['train_loss'][0], h['train_loss']
         assert evaluate(net, 2, easy(64, seed=5)) >= 0.8
         assert_untrainable_unchanged(b, net)
+
+
+# ---------------------------------------------------------------- evaluation batches (issue 18)
+class Plain(Dataset):
+    "A Dataset with neither tensors nor `batches`: the DataLoader path."
+    def __init__(self, ds): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i): return self.ds[i]
+
+
+def sorted_ds(n_per_class=40, classes=5, size=8):
+    "Images stored class by class (labels 0,0,...,1,1,...)."
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    return TensorDataset(torch.randn(len(y), 3, size, size, generator=torch.Generator().manual_seed(0)), y)
+
+
+@pytest.mark.parametrize('kind', ['tensors', 'array', 'plain'])
+def test_eval_batches_fixed_class_mixed_order(kind):
+    ds = sorted_ds()
+    x, y = ds.tensors
+    if kind == 'array':
+        ds = ArrayDataset(((x - x.min()) / (x.max() - x.min()) * 255).to(torch.uint8), y, [0.5] * 3, [0.25] * 3)
+    elif kind == 'plain': ds = Plain(ds)
+    batches, again = list(eval_batches(ds, 64)), list(eval_batches(ds, 64))
+    assert [len(b[1]) for b in batches] == [64, 64, 64, 8]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, again))   # every call
+    order = eval_order(len(y))
+    assert torch.equal(torch.cat([b[1] for b in batches]), y[order])     # the documented order, every kind of dataset
+    assert all(len(b[1].unique()) == 5 for b in batches[:3])             # stored class by class, batches mixed
+    assert [len(b.unique()) for _, b in iterate_batches(ds, 64)] == [2, 3, 2, 1]   # stored order: 1-3 classes a batch
+    assert not torch.equal(order, eval_order(len(y), seed=1))
+    assert torch.equal(next(eval_batches(ds, 64, seed=1))[1], y[eval_order(len(y), seed=1)[:64]])
+
+
+def test_evaluate_uses_eval_batches(monkeypatch):
+    "evaluate sees the batches of eval_batches (so its accuracy does not depend on how the data is stored)."
+    net = resnet18(width=1 / 16); net.add_task(5)
+    ds, seen = sorted_ds(size=32), []
+    real = train.eval_batches
+    def spy(*a, **k):
+        for x, y in real(*a, **k):
+            seen.append(y); yield x, y
+    monkeypatch.setattr(train, 'eval_batches', spy)
+    evaluate(net, 1, ds)
+    assert torch.equal(torch.cat(seen), ds.tensors[1][eval_order(len(ds))])
+
+
+# ---------------------------------------------------------------- names (issue 17): prune=, protocols
+LEARN = dict(epochs=1, finetune_epochs=1, lr=0.05, batch_size=32, device='cpu', progress=False)
+
+
+def test_learn_task_prune_and_deprecated_k():
+    a, b = resnet18(width=1 / 16), resnet18(width=1 / 16)
+    sa, _ = learn_task(a, toy(32), 4, prune=0.5, **LEARN)
+    with pytest.warns(DeprecationWarning, match='prune='):
+        sb, _ = learn_task(b, toy(32), 4, k=0.5, **LEARN)
+    assert sa == sb == 1 and all(torch.equal(a.owner[l], b.owner[l]) for l in a.layers)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match='prune fraction'):
+        learn_task(resnet18(width=1 / 16), toy(32), 4, prune=1.0, **LEARN)
+
+
+def test_learn_tasks_protocols():
+    nets = [resnet18(width=1 / 16) for _ in range(2)]
+    full, = learn_tasks(nets[:1], toy(32), 4, [()], protocol='full', test_ds=toy(32, seed=1), **LEARN)
+    beta, = learn_tasks(nets[1:], toy(32), 4, [()], protocol='no_prune', test_ds=toy(32, seed=1), **LEARN)
+    assert full['slot'] == beta['slot'] == 1 and 'finetune' in full and 'finetune' not in beta
+    assert nets[0].frozen_tasks == {1} and not nets[1].frozen_tasks                  # no_prune: not frozen
+    assert (nets[0].owner['conv1'] == 1).sum() < (nets[1].owner['conv1'] == 1).sum()   # ... and not pruned
+    assert full['acc_trained'] == beta['acc_trained']                                # the same training
+    old = [resnet18(width=1 / 16)]
+    with pytest.warns(DeprecationWarning, match='no_prune'):
+        o, = learn_tasks(old, toy(32), 4, [()], protocol='train', **LEARN)
+    assert 'finetune' not in o and not old[0].frozen_tasks
+    with pytest.raises(ValueError, match='no_prune'):
+        learn_tasks([resnet18(width=1 / 16)], toy(32), 4, [()], protocol='prune', **LEARN)
