@@ -44,7 +44,10 @@ def unit_seconds(cfg: Config, unit, sizes: list | None = None, # as in `unit_ima
                  images_per_s: float | None = None, # training throughput (default: the assumed one of the architecture)
                 ) -> float:
     "GPU seconds of one unit: training images plus a third of the evaluation images, at `images_per_s`."
-    train, evals = unit_images(cfg, unit, sizes)
+    return _gpu_seconds(cfg, *unit_images(cfg, unit, sizes), images_per_s)
+
+def _gpu_seconds(cfg, train, evals, images_per_s=None):
+    "Training images plus a third of the evaluation images (a forward pass only), at `images_per_s`."
     return (train + evals / 3) / (images_per_s or ASSUMED_GPU_IMAGES_PER_S.get(cfg.arch, 6000))
 
 # %% ../nbs/11_cost.ipynb #04918385
@@ -53,10 +56,10 @@ def _dense_bytes(arch: str, width: float) -> int:
     "Bytes of the prunable layers' float32 weights of a fresh network."
     return 4 * sum(m.weight.numel() for m in get_arch(arch)(width=width).layers.values())
 
-def cache_bytes(cfg: Config) -> float:
-    "Estimated disk of the run's checkpoint cache: every network a later unit starts from (leaves too with keep_leaves)."
+def cache_bytes(cfg: Config, jobs: list | None = None) -> float:
+    "Estimated disk of the run's checkpoint cache: every network a later unit starts from (leaves too with keep_leaves); `jobs`: `plan(cfg)` when already made."
     nets = {u.makes: len(u.start) + 1 + len(u.after_units)
-            for j in plan(cfg) for u in j.units if u.keep or cfg.keep_leaves}
+            for j in (jobs or plan(cfg)) for u in j.units if u.keep or cfg.keep_leaves}
     return sum(_dense_bytes(cfg.arch, cfg.width) * (1 - cfg.prune ** n) for n in nets.values())
 
 # %% ../nbs/11_cost.ipynb #336b2016
@@ -70,7 +73,7 @@ def estimate_cost(cfg: Config, # the run's configuration
     ips = images_per_s or ASSUMED_GPU_IMAGES_PER_S.get(cfg.arch, 6000)
     return dict(experiment=cfg.experiment, dataset=cfg.dataset, arch=cfg.arch, jobs=len(jobs), units=len(units),
                 train_images=int(train), eval_images=int(evals), images_per_s=ips,
-                gpu_hours=(train + evals / 3) / ips / 3600, cache_gb=cache_bytes(cfg) / 1e9)
+                gpu_hours=_gpu_seconds(cfg, train, evals, ips) / 3600, cache_gb=cache_bytes(cfg, jobs) / 1e9)
 
 def cost_table(experiments=EXPERIMENTS, # experiment names
                datasets=('tic', 'mpc', 'kef'), # registered sequences

@@ -57,7 +57,8 @@ RUN_COLUMNS = ['run_id', 'experiment', 'dataset', 'arch', 'preset', 'trials', 'c
 def _read_rows(path) -> pd.DataFrame:
     "A results file's rows (none when it does not exist yet); rows of fktnb < 0.3 have `unit` for `kind`."
     df = ResultStore(path).load() if path.exists() else pd.DataFrame(columns=['run_id', 'key'])
-    return df.rename(columns={'unit': 'kind'}) if 'unit' in df and 'kind' not in df else df
+    if 'unit' in df: df['kind'] = df['kind'].fillna(df.pop('unit'))   # the store always has a (here empty) `kind` column
+    return df
 
 def gather(out_dir # the folder the experiments wrote to
           ) -> tuple:

@@ -55,14 +55,14 @@ def evaluate_loss(net, slot, ds, batch_size=64, device=None):
     "(mean cross-entropy, top-1 accuracy) of slot `slot` on `ds`, in the fixed class-mixed `eval_batches`."
     slot = slot_id(slot)
     dev = _device(net, device); net.to(dev)
-    loss, correct, n = 0.0, 0, 0
+    loss, correct, n = torch.zeros((), dtype=torch.float64, device=dev), torch.zeros((), dtype=torch.long, device=dev), 0
     with net.selected(slot):
-        for x, y in eval_batches(ds, batch_size, dev):
+        for x, y in eval_batches(ds, batch_size, dev):      # sums stay on the device: one host sync per call
             out = net(x)
-            loss += F.cross_entropy(out, y, reduction='sum').item()
-            correct += (out.argmax(1) == y).sum().item(); n += len(y)
+            loss += F.cross_entropy(out, y, reduction='sum').double()
+            correct += (out.argmax(1) == y).sum(); n += len(y)
     if n == 0: raise ValueError('evaluate got an empty dataset')
-    return loss / n, correct / n
+    return loss.item() / n, correct.item() / n
 
 def evaluate(net, slot, ds, batch_size=64, device=None):
     "Top-1 accuracy in [0, 1] of slot `slot` (its head and subnetwork S_slot) on `ds`."

@@ -11,6 +11,7 @@ from conftest import ROOT
 
 from fktnb.claims import CLAIMS, Stats, check_claims
 from fktnb.figures import best_decisions, paper_table, three_task_table, agreement
+from fktnb.reproduction import gather
 from fktnb.sequences import get_sequence, task_families
 from fktnb.strategies import TABLE2_STRATEGIES
 
@@ -332,3 +333,12 @@ def test_report_on_an_empty_folder(tmp_path):
     assert set(page['claims'].verdict) == {'not run'} and (page['coverage'].status == 'not run').all()
     md = write_report(page, tmp_path / 'report')
     assert 'Nothing to report' in md.read_text() and 'held as printed' in md.read_text()
+
+
+def test_gather_reads_results_of_fktnb_before_0_3(tmp_path):
+    "A results file written before 0.3 names the unit's kind `unit`: gather reads it into `kind`."
+    run_dir = tmp_path / 'two_task' / 'syn-resnet18'; run_dir.mkdir(parents=True)
+    (run_dir / 'results.csv').write_text('key,run_id,experiment,unit,trial,alpha,beta,acc\n'
+                                         'k1,r1,two_task,pair,0,1,2,0.5\nk2,r1,two_task,alone,0,1,,0.4\n')
+    rows, runs = gather(tmp_path)
+    assert rows.kind.tolist() == ['pair', 'alone'] and 'unit' not in rows
