@@ -27,6 +27,9 @@ PRESETS = {
     'paper': dict(dataset='mpc', arch='resnet18', trials=3, epochs=60, finetune_epochs=20, lr=0.1, lr_min=1e-4,
                   schedule='step', prune=0.65, width=1.0, batch_size=64, max_train=None, max_eval=None,
                   tasks=None, measure_samples=None, threads=None),
+    'cpu':   dict(dataset='pmf', arch='resnet18', trials=3, epochs=5, finetune_epochs=2, lr=0.1, lr_min=1e-4,
+                  schedule='step', prune=0.65, width=1/4, batch_size=64, max_train=1200, max_eval=500,
+                  tasks=None, measure_samples=200, threads=1, download=True),
     'smoke': dict(dataset='syn', arch='resnet18', trials=1, epochs=4, finetune_epochs=1, lr=0.1, lr_min=1e-4,
                   schedule='step', prune=0.65, width=1/8, batch_size=32, max_train=128, max_eval=64,
                   tasks=None, measure_samples=64, threads=1, syn_size=200),
@@ -88,6 +91,7 @@ class Config:
     fuse: bool | None = None         # learners of one task train as one model (fit_group); None: on a GPU only
     group_size: int = 16             # at most this many learners per fused job
     keep_leaves: bool = False        # also cache networks no later unit starts from
+    compile: bool = False            # torch.compile the training step (CUDA graphs on a GPU); not in the hash
 
     WEIGHT_FIELDS = ('dataset', 'arch', 'epochs', 'finetune_epochs', 'lr', 'lr_min', 'schedule', 'prune', 'width',
                      'batch_size', 'max_train', 'max_eval', 'measure_samples', 'seed', 'eval_batch_size', 'val_frac',
@@ -195,7 +199,7 @@ def parse_param(name:str, # a `Config` field, e.g. 'width'
     "`value` of parameter `name` in the type of the `Config` field (None stays None: take the preset's)."
     if value is None: return None
     if name == 'device': return _as_device(name, value)
-    if name in ('download', 'channels_last', 'fuse', 'keep_leaves'): return _as_bool(name, value)
+    if name in ('download', 'channels_last', 'fuse', 'keep_leaves', 'compile'): return _as_bool(name, value)
     if name == 'tasks': return _as_list(name, value, _as_int)
     if name == 'strategies': return _as_list(name, value, _as_str)
     if name in ('data_root', 'out_dir'):

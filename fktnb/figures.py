@@ -15,16 +15,17 @@ from matplotlib.ticker import MaxNLocator
 import fktnb
 from .config import task_names
 from .measures import accuracy_matrix_metrics, plot_layer_distributions
-from .runs import DECISIONS, load_values, values_path
+from .runs import DECISIONS, load_values, set_name, values_path
 from .strategies import STRATEGIES
 
 # %% auto #0
-__all__ = ['DECISION_LABELS', 'SCORE_LABELS', 'STRATEGY_LABELS', 'paper_table', 'save_figure', 'save_table', 'md_table',
-           'mean_std', 'task_label', 'dataset_task_names', 'spearman', 'two_task_summary', 'two_task_markdown',
-           'plot_transfer', 'pick_layers', 'plot_two_task_distributions', 'plot_connectivity_raw_vs_squared',
-           'best_decisions', 'three_task_table', 'agreement', 'agreement_text', 'three_task_markdown',
-           'plot_three_task', 'six_task_steps', 'six_task_matrix', 'six_task_metrics', 'six_task_final',
-           'six_task_per_trial', 'six_task_table', 'six_task_markdown', 'plot_six_task', 'report']
+__all__ = ['DECISION_LABELS', 'SCORE_LABELS', 'STRATEGY_LABELS', 'DECISION_COLUMNS', 'paper_table', 'save_figure', 'save_table',
+           'md_table', 'mean_std', 'task_label', 'dataset_task_names', 'spearman', 'two_task_summary',
+           'two_task_markdown', 'plot_transfer', 'pick_layers', 'plot_two_task_distributions',
+           'plot_connectivity_raw_vs_squared', 'best_decisions', 'three_task_table', 'agreement', 'agreement_text',
+           'three_task_markdown', 'plot_three_task', 'six_task_steps', 'six_task_matrix', 'six_task_metrics',
+           'six_task_final', 'six_task_per_trial', 'six_task_table', 'six_task_markdown', 'six_task_decisions',
+           'decisions_markdown', 'plot_six_task', 'report']
 
 # %% ../nbs/13_figures.ipynb #9e3e641b
 def paper_table(name: str, # 'three_task' (Tables 1 and 3) or 'six_task' (Tables 2 and 4)
@@ -288,7 +289,7 @@ def plot_three_task(table: pd.DataFrame, # `three_task_table`
                     names=None, title=None):
     "Tables 1/3 as heat maps (ours, and the paper's where it has the rows): accuracy, coloured by points below the row's best."
     decs = [c for c in DECISIONS if c in table.columns]
-    labels = [DECISION_LABELS[c].replace(' (', '\n(') for c in decs]
+    labels = [DECISION_LABELS[c].replace(' ', '\n', 1).replace(' (', '\n(') for c in decs]   # narrow columns: one word a line
     rows = [', '.join(task_label(names, t) for t in idx) for idx in table.index]
     panels = _three_panels(table, decs)
     gaps = [v.sub(v.max(axis=1), axis=0) for _, v in panels]
@@ -310,7 +311,8 @@ def plot_three_task(table: pd.DataFrame, # `three_task_table`
 
 # %% ../nbs/13_figures.ipynb #aecf44d7
 STRATEGY_LABELS = {'share_all': 'share all', 'share_none': 'share none', 'share_lowest': 'share lowest P',
-                   'omit_lowest': 'omit lowest P', 'manual': 'manual'}
+                   'omit_lowest': 'omit lowest P', 'manual': 'manual', 'cluster_lowest': 'cluster lowest P',
+                   'probe_best': 'probe best'}
 
 def six_task_steps(df: pd.DataFrame) -> pd.DataFrame:
     "The `six` rows with `n` = number of tasks in their accuracy row (`accs` keys as ints)."
@@ -334,9 +336,28 @@ def six_task_matrix(df: pd.DataFrame, # rows of one six-task run
     return pd.DataFrame.from_dict(rows, orient='index').reindex(index=order, columns=order)
 
 # %% ../nbs/13_figures.ipynb #b04b26a2
+def _sequence_images(df, g, trial) -> dict:
+    "Training images of one sequence's steps (NaN when a row lacks them), plus its first task alone when recorded, and of its probes."
+    first = set(g.accs.iloc[0]) - set(g.task)
+    a = df[(df.kind == 'alone') & (df.trial == trial) & df.task.isin(first)]
+    col = lambda d, c: pd.to_numeric(d[c], errors='coerce') if c in d else pd.Series(np.nan, index=d.index)
+    steps, alone = col(g, 'train_images'), col(a, 'train_images')
+    # the first task alone is one network for every strategy of the trial: counted for all, or (rows of fktnb < 0.4) for none
+    train = steps.sum() + (alone.sum() if len(a) and alone.notna().all() else 0)
+    return dict(train_images=float(train) if steps.notna().all() else np.nan,
+                probe_images=float(col(g, 'probe_images').fillna(0).sum()))
+
+def _relative_cost(m: pd.DataFrame) -> pd.Series:
+    "Training images, probes included, over share_all's of the same trial (1 for a strategy that never probes)."
+    # every strategy trains each step on the same images: share_all's count, else any non-probing strategy's (older rows)
+    plain = m[m.probe_images == 0].groupby('trial').train_images.median()
+    ref = m[m.strategy == 'share_all'].groupby('trial').train_images.first().reindex(plain.index).fillna(plain)
+    cost = (m.train_images + m.probe_images) / m.trial.map(ref)
+    return cost.where(cost.notna() | (m.probe_images > 0), 1.0)
+
 def six_task_metrics(df: pd.DataFrame, # rows of one six-task run
                     ) -> pd.DataFrame:
-    "Per (strategy, trial) of complete sequences: ACC and BWT (%) of the accuracy matrix, FKT per task and its mean."
+    "Per (strategy, trial) of complete sequences: ACC and BWT (%), FKT per task and its mean, training images and cost."
     d, alone = six_task_steps(df), _alone_acc(df)
     n_all, out = d.n.max(), []
     for (s, k), g in d.groupby(['strategy', 'trial'], sort=False):
@@ -346,8 +367,10 @@ def six_task_metrics(df: pd.DataFrame, # rows of one six-task run
         except ValueError: m = dict(ACC=float(R.iloc[-1].mean()), BWT=float('nan'))   # no alone row for the first task
         fkts = {f'FKT_{int(r.task)}': 100 * r.acc - alone.get((k, int(r.task)), np.nan) for r in g.itertuples()}
         v = np.array(list(fkts.values()), dtype=float)
-        out.append(dict(strategy=s, trial=k, **m, FKT=float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, **fkts))
-    return pd.DataFrame(out)
+        out.append(dict(strategy=s, trial=k, **m, FKT=float(np.nanmean(v)) if np.isfinite(v).any() else np.nan, **fkts,
+                        **_sequence_images(df, g, k)))
+    out = pd.DataFrame(out)
+    return out.assign(cost=_relative_cost(out)) if len(out) else out
 
 def six_task_final(df: pd.DataFrame) -> pd.DataFrame:
     "Final per-task accuracy (%) per strategy and trial, from the last step of each complete sequence: long format."
@@ -397,9 +420,12 @@ def _metrics_markdown(metrics: pd.DataFrame) -> str:
     fk = [c for c in metrics.columns if c.startswith('FKT_')]
     m = pd.DataFrame([{'strategy': STRATEGY_LABELS.get(s, s), 'ACC (%)': mean_std(x.ACC.mean(), x.ACC.std()),
                        'BWT (points)': mean_std(x.BWT.mean(), x.BWT.std(), 2),
-                       **{f'FKT task {c[4:]}': mean_std(x[c].mean(), x[c].std()) for c in fk}} for s, x in g])
+                       **{f'FKT task {c[4:]}': mean_std(x[c].mean(), x[c].std()) for c in fk},
+                       'training images (× share all)': '–' if x.cost.isna().all() else f'{x.cost.mean():.2f}'}
+                      for s, x in g])
     return ('\n' + md_table(m, index=False) + '\nACC: mean final accuracy; BWT: backward transfer, exactly 0 when frozen '
-            'subnetworks never move; FKT of a task: its accuracy at its step minus the task learned alone.\n')
+            'subnetworks never move; FKT of a task: its accuracy at its step minus the task learned alone; training '
+            "images: the sequence's, probes included, over share all's.\n")
 
 def six_task_markdown(table: pd.DataFrame, # `six_task_table`
                       metrics: pd.DataFrame | None = None, # `six_task_metrics` (optional)
@@ -413,13 +439,40 @@ def six_task_markdown(table: pd.DataFrame, # `six_task_table`
         if s == best: r['mean'] = f"**{r['mean']}**"
         rows.append(r)
         for src in ('paper', 'diff'):
-            if (s, src) in table.index:
+            if (s, src) in table.index and table.loc[(s, 'paper'), cols].notna().any():   # a strategy the paper has
                 rows.append({'strategy': '', 'source': src} |
                             {c: ('–' if pd.isna(v) else f'{v:+.1f}' if src == 'diff' else f'{v:.1f}')
                              for c, v in table.loc[(s, src), cols].items()})
     md = md_table(pd.DataFrame(rows).rename(columns=lambda c: c.replace('Acc_', 'task ')), index=False)
     md += '\nFinal accuracy (%) of each task after the last one, mean ± std over trials; diff = ours − paper.\n'
     return md + (_metrics_markdown(metrics) if metrics is not None and len(metrics) else '')
+
+# %% ../nbs/13_figures.ipynb #d175aec9
+DECISION_COLUMNS = ['strategy', 'trial', 'task', 'chosen', 'shared', 'probes', 'probe_images']
+
+def six_task_decisions(df: pd.DataFrame, # rows of one six-task run
+                      ) -> pd.DataFrame:
+    "One row per six-task step: what the strategy chose, its closure (`shared`), the probes' accuracies and images."
+    d = six_task_steps(df).reindex(columns=DECISION_COLUMNS)
+    order = {s: i for i, s in enumerate(STRATEGIES)}
+    return d.sort_values(['strategy', 'trial', 'task'], key=lambda c: c.map(order).fillna(len(order)) if c.name == 'strategy'
+                         else c).reset_index(drop=True)
+
+def _decision_text(chosen, shared) -> str:
+    "'1,3'; '3→1,3' when the strategy chose 3 and its closure adds 1; '?' for a row without `shared`."
+    if not isinstance(shared, list): return '?'
+    if not isinstance(chosen, list) or set(chosen) == set(shared): return set_name(shared)
+    return f'{set_name(chosen)}→{set_name(shared)}'
+
+def decisions_markdown(decisions: pd.DataFrame, # `six_task_decisions`
+                      ) -> str:
+    "Per strategy (rows) and task (columns): the shared set of each trial, 'trial 0 / trial 1 / …'."
+    cells = decisions.assign(text=[_decision_text(c, s) for c, s in zip(decisions.chosen, decisions.shared)])
+    rows = [{'strategy': STRATEGY_LABELS.get(s, s)} | {f'task {int(t)}': ' / '.join(x.sort_values('trial').text)
+                                                      for t, x in g.groupby('task')}
+            for s, g in cells.groupby('strategy', sort=False)]
+    return md_table(pd.DataFrame(rows), index=False) + ('\nShared tasks at each step, one entry per trial (`3→1,3`: the '
+                                                        'strategy chose 3, whose closure adds 1; none: nothing shared).\n')
 
 # %% ../nbs/13_figures.ipynb #7ef06150
 def _paper_marks(ax, ours, std, paper, cols):
@@ -483,9 +536,9 @@ def _experiment_outputs(df, run_dir, names) -> tuple:
         t = three_task_table(df)
         return {'three_task': (t, three_task_markdown(t, names))}, {'three_task': plot_three_task(t, names)}
     if exp == 'six_task':
-        t, m = six_task_table(df), six_task_metrics(df)
-        return {'six_task': (t, six_task_markdown(t, m)), 'six_task_metrics': (m, md_table(m.round(4), index=False))}, \
-               {'six_task': plot_six_task(t)}
+        t, m, dec = six_task_table(df), six_task_metrics(df), six_task_decisions(df)
+        return {'six_task': (t, six_task_markdown(t, m)), 'six_task_metrics': (m, md_table(m.round(4), index=False)),
+                'six_task_decisions': (dec, decisions_markdown(dec))}, {'six_task': plot_six_task(t)}
     raise ValueError(f'unknown experiment {exp!r}')
 
 # %% ../nbs/13_figures.ipynb #341b050e

@@ -343,7 +343,8 @@ def plot_layer_distributions(values, layers=None, xlabel='value', title=None, ax
             if np.ptp(v) == 0: ax.axvline(v[0], color=colors[k], lw=1.5); continue   # no spread: no density
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                sns.kdeplot(x=v, ax=ax, fill=True, color=colors[k], alpha=0.25, linewidth=1.2, warn_singular=False)
+                sns.kdeplot(x=v, ax=ax, fill=True, color=colors[k], alpha=0.25, linewidth=1.2, warn_singular=False,
+                            cut=0)   # no density outside the data: squares are never negative
         ax.set_title(_panel_title(l), fontsize=9)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel('')

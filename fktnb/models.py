@@ -11,8 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.basics import patch
-from .subnets import Subnets, slot_ids
+from .subnets import Subnets, patch, slot_ids
 
 # %% auto #0
 __all__ = ['ARCHS', 'BUILD_ARGS', 'VGG16_CFG', 'VGG16_FC', 'CHECKPOINT_KEYS', 'MaskedConv2d', 'MaskedLinear', 'bn', 'ConvUnit',

@@ -12,12 +12,13 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from .claims import CLAIMS, Stats, check_claims
 from .config import Config, EXPERIMENTS, resolve
-from .figures import (SCORE_LABELS, agreement_text, best_decisions, dataset_task_names, md_table, paper_table,
-                           plot_six_task, plot_three_task, plot_transfer, save_figure, six_task_markdown,
-                           six_task_metrics, six_task_steps, six_task_table, task_label, three_task_markdown,
-                           three_task_table, two_task_markdown, two_task_summary)
+from .figures import (SCORE_LABELS, agreement_text, best_decisions, dataset_task_names, decisions_markdown,
+                           md_table, paper_table, plot_six_task, plot_three_task, plot_transfer, save_figure,
+                           six_task_decisions, six_task_markdown, six_task_metrics, six_task_steps, six_task_table,
+                           task_label, three_task_markdown, three_task_table, two_task_markdown, two_task_summary)
 from .runs import DECISIONS, Session, plan, run_job, unit_key
 from .store import ResultStore
+from .strategies import TABLE2_STRATEGIES
 
 # %% auto #0
 __all__ = ['RUN_COLUMNS', 'PAPER_DATASETS', 'PAPER_ARCHS', 'HEADS', 'find_results', 'gather', 'coverage', 'build_report',
@@ -105,7 +106,8 @@ def coverage(rows: pd.DataFrame, # rows of `gather`
     for tab, arch in (('Table 2', 'resnet18'), ('Table 4', 'vgg16')):
         for ds in PAPER_DATASETS:
             d = _covered(rows, 'six_task', ds, arch, 'six')
-            n = 0 if d.empty else (lambda s: s[s.n == 6].strategy.nunique())(six_task_steps(d))
+            s = None if d.empty else six_task_steps(d)
+            n = 0 if s is None else s[(s.n == 6) & s.strategy.isin(TABLE2_STRATEGIES)].strategy.nunique()   # extra rows: not coverage
             out.append(dict(paper=tab, experiment='six_task', dataset=ds, arch=arch, alpha=None, covered=n, of=5))
     df = pd.DataFrame(out).astype({'alpha': 'Int64'})
     df['status'] = ['not run' if c == 0 else 'complete' if c >= o else f'partial: {c} of {o}' for c, o in zip(df.covered, df.of)]
@@ -146,7 +148,9 @@ def _section_six(g):
     bwt = m.BWT.dropna()
     check = ('' if bwt.empty else 'BWT over every sequence: ' + ('exactly 0, as it must be (frozen subnetworks never move).\n'
              if (bwt == 0).all() else f'**not 0** (min {bwt.min():.3g}): a frozen subnetwork moved, which is a bug.\n'))
-    return [six_task_markdown(t, m), check, ('strategies', plot_six_task(t))]
+    dec = six_task_decisions(g)
+    why = [decisions_markdown(dec)] if dec.shared.map(lambda v: isinstance(v, list)).any() else []
+    return [six_task_markdown(t, m), check, *why, ('strategies', plot_six_task(t))]
 
 def _run_section(exp, g, names):
     try: return _section_two(g, names) if exp == 'two_task' else _section_three(g, names) if exp == 'three_task' else _section_six(g)

@@ -18,12 +18,13 @@ from .sequences import load_sequence, task_families
 from .models import get_arch
 from .train import learn_tasks, evaluate
 from . import measures
-from .strategies import get_strategy, Context
+from .strategies import get_strategy, Context, Probe, PROBES
 
 # %% auto #0
-__all__ = ['DECISIONS', 'MAX_SAVED_VALUES', 'Steps', 'Unit', 'Job', 'plan', 'limit', 'load_tasks', 'make_net', 'unit_key',
-           'steps_key', 'Network', 'Session', 'learn_group', 'measure', 'save_values', 'load_values', 'values_path',
-           'Prepared', 'prepare_units', 'learn_networks', 'unit_row', 'job_done', 'run_job', 'results']
+__all__ = ['DECISIONS', 'MAX_SAVED_VALUES', 'PROBE_SEED', 'Steps', 'Unit', 'Job', 'plan', 'limit', 'load_tasks', 'make_net',
+           'unit_key', 'steps_key', 'Network', 'Session', 'learn_group', 'measure', 'save_values', 'load_values',
+           'values_path', 'set_name', 'Prober', 'Prepared', 'prepare_units', 'learn_networks', 'unit_row', 'job_done',
+           'run_job', 'results']
 
 # %% ../nbs/10_runs.ipynb #3be9857f
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def learn_group(session, # a `Session`
                       val_ds=data.val if cfg.schedule == 'plateau' else None, epochs=cfg.epochs,
                       finetune_epochs=cfg.finetune_epochs, prune=cfg.prune, lr=cfg.lr, lr_min=cfg.lr_min,
                       schedule=cfg.schedule, batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp,
-                      channels_last=cfg.channels_last, progress=False)
+                      channels_last=cfg.channels_last, compile=cfg.compile, progress=False)
     return [o['acc_trained'] for o in out]
 
 # %% ../nbs/10_runs.ipynb #2a36b904
@@ -359,14 +360,55 @@ def values_path(run_dir, run_id: str, trial: int, alpha: int, beta: int) -> Path
     "Where the two-task values of S_alpha on T_beta (sequence task numbers) of `trial` of run `run_id` are saved."
     return Path(run_dir)/'values'/run_id/f'{trial}-{alpha}-{beta}.npz'
 
+# %% ../nbs/10_runs.ipynb #4480a8d5
+PROBE_SEED = 2      # the probes' training subset: `limit(train, images, seed=PROBE_SEED)` (the measures use seed 1)
+
+def set_name(tasks) -> str:
+    "A share set as a row writes it: '1,3', or 'none' for the empty set."
+    return ','.join(map(str, sorted(tasks))) or 'none'
+
+class Prober:
+    "`ctx.probe` of one decision: closure -> validation accuracy of a briefly trained copy of the start network."
+    def __init__(self, session, # the `Session` of the unit's run
+                 unit: Unit, # the six-task unit that decides
+                 start: Steps, # the network it starts from
+                 budget: Probe): # epochs, images and share sets allowed
+        self.session, self.unit, self.start, self.budget = session, unit, start, budget
+        self.train = limit(session.tasks[unit.task].train, budget.images, seed=PROBE_SEED)
+        self.accs, self._net = {}, None           # closure -> validation accuracy, in the order probed
+
+    @property
+    def images(self) -> int: return len(self.accs) * self.budget.epochs * len(self.train)
+
+    def __call__(self, tasks) -> float:
+        share, cfg, data = self.start.closure(tasks), self.session.cfg, self.session.tasks[self.unit.task]
+        if share in self.accs: return self.accs[share]
+        if len(self.accs) >= self.budget.max_sets:
+            raise ValueError(f'probe budget spent: {self.budget.max_sets} share sets probed already '
+                             f'({", ".join(map(set_name, self.accs))}); register the strategy with a larger Probe(max_sets=...)')
+        if self._net is None: self._net = self.session.network(self.unit.trial, self.start)   # a copy, never the learner
+        net = copy.deepcopy(self._net)
+        o, = learn_tasks([net], self.train, data.n_classes, [self.start.slots(share)],
+                         [self.session.seed(self.unit.trial, self.start.then(self.unit.task))], protocol='no_prune',
+                         epochs=self.budget.epochs, lr=cfg.lr, lr_min=cfg.lr_min, schedule='step',
+                         batch_size=cfg.batch_size, device=cfg.device, amp=cfg.amp, channels_last=cfg.channels_last,
+                         compile=cfg.compile, progress=False)
+        self.accs[share] = float(evaluate(net, o['slot'], data.val, batch_size=cfg.eval_batch_size, device=cfg.device))
+        return self.accs[share]
+
+    def record(self) -> dict:
+        "The row fields: every probed set's validation accuracy and the training images the probes used."
+        return dict(probes={set_name(s): a for s, a in self.accs.items()}, probe_images=self.images)
+
 # %% ../nbs/10_runs.ipynb #035d2079
 @dataclass(frozen=True)
 class Prepared:
-    "A unit ready to learn: its start network, the tasks it shares (closure) and its candidates' scores."
+    "A unit ready to learn: its start network, the tasks it shares (closure), its candidates' scores, the decision."
     unit: Unit
     start: Steps
     shared: frozenset
     scores: dict | None = None     # sequence task -> measures of the start network's subnetworks (when measured)
+    decision: dict | None = None   # six-task: row fields of the strategy's decision (chosen, probes, probe_images)
     @property
     def network(self) -> Network:
         return Network(self.unit.trial, self.start.then(self.unit.task, self.shared), self.unit.protocol)
@@ -380,29 +422,34 @@ def _start(session, u) -> Steps:
         steps = steps.then(int(row['task']), row['shared'] or ())
     return steps
 
-def _choose(session, u, start, scores) -> frozenset:
-    "The tasks a six-task step shares by its strategy (sequence task numbers), checked."
+def _choose(session, u, start, scores) -> tuple:
+    "(the tasks a six-task step shares by its strategy, checked; the decision's row fields)."
+    budget = PROBES.get(u.strategy)
+    prober = Prober(session, u, start, budget) if budget else None
     ctx = Context(task=u.task, candidates=start.tasks, dataset=session.cfg.dataset,
-                  families=task_families(session.cfg.dataset), activation={t: v['A'] for t, v in scores.items()})
+                  families=task_families(session.cfg.dataset), activation={t: v['A'] for t, v in scores.items()},
+                  shared=dict(start.steps), measures={t: dict(A=v['A'], P=v['P'], rho=v['rho']) for t, v in scores.items()},
+                  prober=prober, budget=budget)
     share = {int(s) for s in get_strategy(u.strategy)({t: v['P'] for t, v in scores.items()}, ctx)}
     if not share <= set(start.tasks):
         raise ValueError(f'strategy {u.strategy!r} returned {sorted(share)}, not a subset of the candidates {start.tasks}')
-    return frozenset(share)
+    return frozenset(share), dict(chosen=sorted(share), **(prober.record() if prober else {}))
 
 def prepare_units(session, # the `Session` of the units' run
                   units, # `Unit`s of one job, not finished yet
                  ) -> list:
-    "Each unit as a `Prepared` unit: start network, scores (measured once per start), what it shares."
+    "Each unit as a `Prepared` unit: start network, scores (measured once per start), what it shares and why."
     measured, out = {}, []
     for u in units:
-        start, scores = _start(session, u), None
+        start, scores, decision = _start(session, u), None, None
         if u.measure:
             if (u.trial, start) not in measured:
                 measured[(u.trial, start)] = measure(session.network(u.trial, start), start,
                                                      session.tasks[u.task].val, session.cfg, values=u.kind == 'pair')
             scores = measured[(u.trial, start)]
-        share = u.share if u.strategy is None else _choose(session, u, start, scores)
-        out.append(Prepared(u, start, start.closure(share), scores))
+        share = u.share
+        if u.strategy is not None: share, decision = _choose(session, u, start, scores)
+        out.append(Prepared(u, start, start.closure(share), scores, decision))
     return out
 
 # %% ../nbs/10_runs.ipynb #b0f982cf
@@ -447,6 +494,8 @@ def unit_row(session, # the `Session` of the unit's run
     if u.protocol == 'full': row['acc_pruned'] = acc
     if u.kind == 'alone' and cfg.experiment == 'two_task': row['acc'] = acc_trained   # Algorithm 1: before pruning
     if p.scores is not None: row |= _score_fields(session, p)
+    if p.decision is not None: row |= p.decision
+    row['train_images'] = len(session.tasks[u.task].train) * (cfg.epochs + cfg.finetune_epochs * (u.protocol == 'full'))
     if u.kind == 'six': row['accs'] = {t: session.evaluate(net, steps, t) for t in steps.tasks[:-1]} | {u.task: acc}
     return row
 

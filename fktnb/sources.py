@@ -357,7 +357,9 @@ def _signature(src, root):
                 size=src.size, stats=src.stats)
 
 def _writable(d):
+    "`d` can be made and written, and its folder is not marked read-only (root may write anywhere; we do not)."
     try:
+        if not (d if d.exists() else d.parent).stat().st_mode & 0o222: return False
         d.mkdir(parents=True, exist_ok=True)
         return os.access(d, os.W_OK)
     except OSError: return False

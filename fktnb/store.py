@@ -6,11 +6,11 @@
 from __future__ import annotations
 import csv, fcntl, io, json, os, pickle, tempfile, time, warnings, zipfile
 from contextlib import contextmanager
-from fastcore.basics import patch
 from pathlib import Path
 from typing import Callable
 import pandas as pd
 from .models import MaskedNet
+from .subnets import patch      # fastcore's, or a stand-in where fastcore is missing (a bare GPU image)
 
 # %% auto #0
 __all__ = ['COLUMNS', 'JSON_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'DamagedFileWarning', 'ResultStore', 'CheckpointCache']
@@ -18,9 +18,9 @@ __all__ = ['COLUMNS', 'JSON_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'DamagedFi
 # %% ../nbs/09_store.ipynb #9e99fec1
 COLUMNS = ['key', 'run_id', 'experiment', 'dataset', 'arch', 'trial', 'kind', 'alpha', 'beta', 'gamma', 'strategy',
            'task', 'decision', 'shared', 'acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'accs', 'scores', 'layers',
-           'config_hash', 'seconds', 'finished']
-JSON_COLUMNS = ('shared', 'accs', 'scores', 'layers')
-INT_COLUMNS = ('trial', 'alpha', 'beta', 'gamma', 'task')
+           'chosen', 'probes', 'probe_images', 'train_images', 'config_hash', 'seconds', 'finished']
+JSON_COLUMNS = ('shared', 'accs', 'scores', 'layers', 'chosen', 'probes')
+INT_COLUMNS = ('trial', 'alpha', 'beta', 'gamma', 'task', 'probe_images', 'train_images')
 FLOAT_COLUMNS = ('acc', 'acc_trained', 'acc_pruned', 'A', 'P', 'seconds')
 
 class DamagedFileWarning(UserWarning):

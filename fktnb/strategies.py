@@ -8,18 +8,34 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'TABLE2_STRATEGIES', 'strategy', 'get_strategy', 'Context', 'share_all', 'share_none', 'share_lowest',
-           'omit_lowest', 'manual']
+__all__ = ['STRATEGIES', 'PROBES', 'TABLE2_STRATEGIES', 'LABEL_FREE_STRATEGIES', 'Probe', 'strategy', 'get_strategy', 'Context',
+           'share_all', 'share_none', 'share_lowest', 'omit_lowest', 'manual', 'cluster_lowest', 'probe_best']
 
 # %% ../nbs/08_strategies.ipynb #9171ba1d
 STRATEGIES: dict[str, Callable] = {}
 
-def strategy(name: str, replace: bool = False):
+@dataclass(frozen=True)
+class Probe:
+    "The budget of `Context.probe`: each probed share set trains a copy of the learner this much."
+    epochs: int = 1                # training epochs per probed share set (no pruning)
+    images: int = 128              # training images per epoch: a fixed random subset of the task's training split
+    max_sets: int = 8              # at most this many distinct share sets (closures) per decision
+    def __post_init__(self):
+        for k in ('epochs', 'images', 'max_sets'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f'Probe.{k} must be an int >= 1, got {v!r}')
+
+PROBES: dict[str, Probe] = {}      # strategy name -> its probe budget (only strategies that probe)
+
+def strategy(name: str, replace: bool = False,
+             probe: Probe | None = None): # the strategy calls `ctx.probe` within this budget (None: it never probes)
     "Decorator: register `fn(scores, context) -> set of task numbers` as sharing strategy `name`."
     def deco(fn):
         if name in STRATEGIES and not replace:
             raise ValueError(f'strategy {name!r} is already registered: pass replace=True to replace it')
         STRATEGIES[name] = fn
+        if probe is None: PROBES.pop(name, None)
+        else: PROBES[name] = probe
         return fn
     return deco
 
@@ -38,6 +54,30 @@ class Context:
     dataset: str
     families: dict                 # task number -> family ('mnist-like', 'cifar', ...)
     activation: dict = field(default_factory=dict)   # task number -> A_{t',t}
+    shared: dict = field(default_factory=dict)       # candidate -> the tasks it shared when it was learned (closed)
+    measures: dict = field(default_factory=dict)     # candidate -> dict(A=, P=, rho={'parent->child': rho^l})
+    prober: Callable | None = None                   # closed share set -> validation accuracy (set by the runner)
+    budget: Probe | None = None                      # the budget `prober` keeps
+
+    def closure(self, tasks) -> frozenset:
+        "What sharing `tasks` actually shares: each of them with everything it shared (constraint 2)."
+        tasks = frozenset(int(t) for t in tasks)
+        if not tasks <= set(self.candidates):
+            raise ValueError(f'tasks {sorted(tasks - set(self.candidates))} are not candidates {self.candidates}')
+        return tasks.union(*(self.shared.get(t, ()) for t in tasks))
+
+    def closures(self) -> dict:
+        "Each distinct closure of one candidate -> the candidates whose sharing brings exactly it."
+        out = {}
+        for c in self.candidates: out.setdefault(self.closure({c}), []).append(c)
+        return out
+
+    def probe(self, tasks) -> float:
+        "Validation accuracy on the new task of a copy of the learner trained briefly sharing `tasks` (their closure)."
+        if self.prober is None:
+            raise ValueError('no probe here: register the strategy with @strategy(name, probe=Probe(...)) and run it '
+                             'through the runner (fktnb.runs), which trains the copies')
+        return self.prober(self.closure(tasks))
 
 # %% ../nbs/08_strategies.ipynb #ed6a9513
 @strategy('share_all')
@@ -63,3 +103,23 @@ def manual(scores, ctx):
     return {c for c in ctx.candidates if ctx.families.get(c) == ctx.families.get(ctx.task)}
 
 TABLE2_STRATEGIES = ('share_all', 'share_none', 'share_lowest', 'omit_lowest', 'manual')
+
+# %% ../nbs/08_strategies.ipynb #aebff44d
+@strategy('cluster_lowest')
+def cluster_lowest(scores, ctx):
+    "Keep the candidates below the widest gap of their sorted P, and of them those whose closure stays among them."
+    ranked = sorted(ctx.candidates, key=lambda c: (scores[c], c))
+    if len(ranked) < 2: return set()             # one score alone is neither low nor high
+    gaps = [scores[b] - scores[a] for a, b in zip(ranked, ranked[1:])]
+    low = set(ranked[:gaps.index(max(gaps)) + 1])
+    return {c for c in low if ctx.closure({c}) <= low}
+
+@strategy('probe_best', probe=Probe())
+def probe_best(scores, ctx):
+    "Probe sharing nothing, everything and each distinct closure; share the best by validation accuracy (ties: fewer)."
+    options = [frozenset(), ctx.closure(ctx.candidates), *sorted(ctx.closures(), key=lambda s: (len(s), sorted(s)))]
+    options = list(dict.fromkeys(options))[:ctx.budget.max_sets if ctx.budget else None]
+    acc = {s: ctx.probe(s) for s in options}
+    return set(max(options, key=lambda s: (acc[s], -len(s))))
+
+LABEL_FREE_STRATEGIES = ('cluster_lowest', 'probe_best')

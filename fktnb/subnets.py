@@ -4,16 +4,28 @@
 
 # %% ../nbs/04_subnets.ipynb #80aad48f
 from __future__ import annotations
-import math, operator
+import functools, inspect, math, operator
 from collections.abc import Iterable
 import numpy as np
 import torch
 import torch.nn as nn
-from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['task_id', 'task_ids', 'ROUNDINGS', 'CRITERIA', 'PRUNE_ORDERS', 'slot_id', 'slot_ids', 'n_pruned', 'own_filters_left',
            'Subnets']
+
+# %% ../nbs/04_subnets.ipynb #b6f61ec8
+def _patch(f=None, *, as_prop=False, cls_method=False):
+    "fastcore's `@patch` as fktnb uses it: add `f` to the class its first parameter is annotated with."
+    if f is None: return functools.partial(_patch, as_prop=as_prop, cls_method=cls_method)
+    ann = next(iter(inspect.signature(f).parameters.values())).annotation
+    cls = eval(ann, inspect.unwrap(f).__globals__) if isinstance(ann, str) else ann   # a string: postponed annotations
+    f.__qualname__ = f'{cls.__name__}.{f.__name__}'
+    setattr(cls, f.__name__, property(f) if as_prop else classmethod(f) if cls_method else f)
+    return f
+
+try: from fastcore.basics import patch
+except ImportError: patch = _patch      # a bare GPU machine: torch, torchvision, numpy, pandas only
 
 # %% ../nbs/04_subnets.ipynb #15f68b7b
 def slot_id(s, # a slot: an int, a numpy or pandas integer, or a 0-d integer tensor

@@ -15,11 +15,11 @@ import torch
 from tqdm.std import tqdm
 from .config import Config, EXPERIMENTS, PARAMETERS, PRESETS, parse_param, resolve, validate
 from .runs import Session, job_done, plan, results, run_job
-from .cost import estimate_cost
+from .cost import cost_table, estimate_cost
 
 # %% auto #0
 __all__ = ['SLURM_DEFAULTS', 'EXECUTORS', 'Claims', 'work', 'SweepWorker', 'slurm_parameters', 'sbatch_script', 'execute', 'run',
-           'sweep_configs', 'describe', 'main']
+           'paper_runs', 'sweep_configs', 'describe', 'main']
 
 # %% ../nbs/12_sweep.ipynb #c12a885f
 def _proc_start(pid) -> str | None:
@@ -372,36 +372,68 @@ def run(cfg: Config, # the experiment run (see `fktnb.config.resolve`)
     return df
 
 # %% ../nbs/12_sweep.ipynb #98523efd
+def paper_runs() -> dict:
+    "{(experiment, dataset, arch): [alpha, ...] ([None] but for three_task)} of the runs the paper reports."
+    from fktnb.reproduction import coverage      # the report's table of the paper's figures and tables (it plots: imported here)
+    cov = coverage(pd.DataFrame(columns=['run_id', 'experiment', 'kind']))
+    out = {}
+    for r in cov.itertuples():
+        out.setdefault((r.experiment, r.dataset, r.arch), []).append(None if pd.isna(r.alpha) else int(r.alpha))
+    return {k: sorted(set(v), key=lambda a: (a is not None, a)) for k, v in out.items()}
+
+def _alphas(e, d, a, reported, alpha):
+    "The alphas to run for experiment `e` on (`d`, `a`): [] when the paper does not report that run."
+    if reported is None or d not in {k[1] for k in reported} or a not in {k[2] for k in reported}:
+        return [alpha]                               # every pair, or a sequence / architecture of one's own
+    if (e, d, a) not in reported: return []
+    return [alpha] if alpha is not None else reported[(e, d, a)]
+
 def sweep_configs(experiments=('two_task', 'three_task', 'six_task'), # experiments of the sweep
                   datasets=('tic', 'mpc', 'kef'), # registered sequences
                   archs=('resnet18', 'vgg16'), # registered architectures
-                  preset: str = 'paper', # 'paper' | 'smoke'
+                  preset: str = 'paper', # 'paper' | 'cpu' | 'smoke'
+                  pairs: str = 'paper', # 'paper': of the paper's sequences x architectures, the runs it reports; 'all': all
                   **params, # any other run parameter, as in `resolve`
                  ) -> list:
-    "One Config per experiment x dataset x arch (`params` as in `resolve`)."
-    return [resolve(e, preset=preset, dataset=d, arch=a, **params) for e in experiments for d in datasets for a in archs]
+    "One Config per run of the sweep (see above; `params` as in `resolve`)."
+    if pairs not in ('paper', 'all'): raise ValueError(f"pairs must be 'paper' (what the paper reports) or 'all', got {pairs!r}")
+    reported, alpha = paper_runs() if pairs == 'paper' else None, params.pop('alpha', None)
+    cfgs = [resolve(e, preset=preset, dataset=d, arch=a, alpha=al, **params)
+            for e in experiments for d in datasets for a in archs for al in _alphas(e, d, a, reported, alpha)]
+    if not cfgs:
+        raise ValueError(f'the paper reports no run of {list(experiments)} on {list(datasets)} x {list(archs)}: '
+                         "pass pairs='all' (fktnb-sweep --all-pairs) to run them anyway")
+    return cfgs
 
-def describe(cfgs, # the sweep's Configs
+def describe(cfgs, # the sweep's Configs, in the order they run
+             measure: bool = True, # measure the GPU throughput when this machine has a GPU
             ) -> str:
-    "The plan of a sweep as text: one line per run, then the totals (GPU-hours at the assumed throughput, checkpoint disk)."
-    lines = [f"{'experiment':<11} {'dataset':<7} {'arch':<9} {'jobs':>5} {'units':>6} {'GPU-hours':>10} {'cache GB':>9}"]
-    tot = [0, 0, 0.0, 0.0]
-    for c in cfgs:
-        e = estimate_cost(c)
-        lines.append(f"{c.experiment:<11} {c.dataset:<7} {c.arch:<9} {e['jobs']:>5} {e['units']:>6} "
-                     f"{e['gpu_hours']:>10.1f} {e['cache_gb']:>9.1f}")
-        tot = [t + v for t, v in zip(tot, (e['jobs'], e['units'], e['gpu_hours'], e['cache_gb']))]
-    lines.append(f"{'total':<29} {tot[0]:>5} {tot[1]:>6} {tot[2]:>10.1f} {tot[3]:>9.1f}")
+    "The plan of a sweep as text: one line per run, then the totals, the units the cache serves, the throughput used."
+    tab = cost_table(configs=cfgs, measure=measure)
+    alone = sum(estimate_cost(c, measure=measure, served=set())['gpu_hours'] for c in cfgs)
+    lines = [f"{'experiment':<11} {'dataset':<7} {'arch':<9} {'jobs':>5} {'units':>6} {'GPU-hours':>10} {'cache GB':>9} "
+             f"{'served':>7} {'alpha':>5}"]
+    for c, e in zip(cfgs, tab.itertuples()):
+        lines.append(f"{c.experiment:<11} {c.dataset:<7} {c.arch:<9} {e.jobs:>5} {e.units:>6} {e.gpu_hours:>10.1f} "
+                     f"{e.cache_gb:>9.1f} {e.served:>7} {c.alpha if c.experiment == 'three_task' else '':>5}")
+    lines.append(f"{'total':<29} {tab.jobs.sum():>5} {tab.units.sum():>6} {tab.gpu_hours.sum():>10.1f} "
+                 f"{tab.cache_gb.sum():>9.1f} {tab.served.sum():>7}")
+    sources = sorted({s for t in tab.throughput for s in t.split(' / ')})
+    lines.append(f"The checkpoint cache serves {tab.served.sum()} of {tab.units.sum()} units (networks learned once for "
+                 f"several experiments): {alone:.1f} GPU-hours without that reuse. Throughput: {'; '.join(sources)}"
+                 + (' (ASSUMED_GPU_IMAGES_PER_S; no GPU here to measure).' if sources == ['assumed'] else '.'))
     return '\n'.join(lines)
 
 # %% ../nbs/12_sweep.ipynb #bd953457
 def _parser():
     p = argparse.ArgumentParser(prog='fktnb-sweep', description='Run (or resume) experiments x sequences x architectures '
-                                'of the paper with one executor. Default: the whole paper, preset paper.')
+                                'with one executor. Default: the runs the paper reports, preset paper.')
     p.add_argument('--experiments', nargs='+', default=list(EXPERIMENTS), metavar='E')
     p.add_argument('--datasets', nargs='+', default=['tic', 'mpc', 'kef'], metavar='D', help='sequences')
     p.add_argument('--archs', nargs='+', default=['resnet18', 'vgg16'], metavar='A')
     p.add_argument('--preset', default='paper', choices=sorted(PRESETS))
+    p.add_argument('--all-pairs', action='store_true', help='every experiment on every sequence x architecture given '
+                   '(default: of the paper\'s, only the runs the paper reports; three_task with each of its alphas)')
     p.add_argument('--out-dir', default=None, help='where results and checkpoints go (default: outputs/)')
     p.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
                    help='any other run parameter, e.g. --set trials=1 --set data_root=~/data (repeatable)')
@@ -446,7 +478,7 @@ def main(argv=None, # the command line's arguments (None: sys.argv)
     try:
         params = {k: parse_param(k, v) for k, v in params.items()}
         if a.out_dir: params['out_dir'] = a.out_dir
-        cfgs = sweep_configs(a.experiments, a.datasets, a.archs, a.preset, **params)
+        cfgs = sweep_configs(a.experiments, a.datasets, a.archs, a.preset, 'all' if a.all_pairs else 'paper', **params)
     except ValueError as e: raise SystemExit(f'fktnb-sweep: {e}')
     slurm = _slurm_options(a)
     print(describe(cfgs))

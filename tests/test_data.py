@@ -21,11 +21,11 @@ def fx(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def seqs(fx):
-    return {name: load_sequence(name, root=fx) for name in ('tic', 'mpc', 'kef', 'syn')}
+    return {name: load_sequence(name, root=fx) for name in ('tic', 'mpc', 'kef', 'pmf', 'syn')}
 
 
 def test_every_sequence_has_six_tasks(seqs):
-    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'syn'} and sequence_names() == ['kef', 'mpc', 'syn', 'tic']
+    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'pmf', 'syn'} and sequence_names() == ['kef', 'mpc', 'pmf', 'syn', 'tic']
     for name, tasks in seqs.items():
         assert [t.index for t in tasks] == [1, 2, 3, 4, 5, 6], name
         for t in tasks:
@@ -216,6 +216,30 @@ def test_real_fashion_mnist(shared_data, tmp_path):
     assert src['classes'][0] == 'T-shirt/top'
 
 
+def test_pmf_from_fixtures(fx, seqs):
+    "PMF: MPC's PMNIST tasks at 1, 3, 5; the Fashion-MNIST classes 0-3, 4-6, 7-9 relabelled at 2, 4, 6; own families."
+    pmf, mpc, fm = seqs['pmf'], seqs['mpc'], load_source('fashion-mnist', fx)
+    assert [t.name for t in pmf] == ['pmnist-1', 'fashion-0-3', 'pmnist-3', 'fashion-4-6', 'pmnist-5', 'fashion-7-9']
+    assert task_families('pmf') == {t: 'pmnist' if t % 2 else 'fashion' for t in range(1, 7)}
+    assert [t.family for t in pmf] == ['pmnist', 'fashion'] * 3
+    for a, b in zip(pmf[::2], mpc[::2]): assert torch.equal(a.train.images, b.train.images) and a.identity == b.identity
+    for t, first in zip(pmf[1::2], (0, 4, 7)):
+        keep = (fm['test_y'] >= first) & (fm['test_y'] < first + t.n_classes)
+        assert torch.equal(t.test.images[:, :1], fm['test_x'][keep]) and torch.equal(t.test.labels, fm['test_y'][keep] - first)
+        assert t.classes == fm['classes'][first:first + t.n_classes]
+    assert len({t.identity for t in pmf}) == 6
+
+
+def test_real_pmf(shared_data, tmp_path):
+    "All six PMF tasks from the real files, with the sizes `sequence_sizes` gives without reading them."
+    if not (Path(shared_data) / 'FashionMNIST' / 'raw').is_dir(): pytest.skip('no FashionMNIST in the shared folder')
+    tasks = load_sequence('pmf', root=shared_data, cache_dir=tmp_path)
+    assert [(len(t.train) + len(t.val), len(t.test), t.in_size) for t in tasks] == sequence_sizes('pmf')
+    assert [(len(t.train), len(t.val)) for t in tasks[1::2]] == [(21600, 2400), (16200, 1800), (16200, 1800)]
+    for t in tasks: assert torch.equal(t.test.labels.unique(), torch.arange(t.n_classes))
+    assert tasks[5].classes == ['Sneaker', 'Bag', 'Ankle boot']
+
+
 # ---- registries: a user source from arrays in memory and a four-task sequence of it ----
 
 TOY_CLASSES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven']
@@ -295,7 +319,7 @@ def test_registry_cleanup_and_errors(toy):
 
 def test_registries_clean_after_toy():
     assert 'toy' not in SOURCES and 'toy4' not in SEQUENCES
-    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'syn'}
+    assert set(SEQUENCES) == {'tic', 'mpc', 'kef', 'pmf', 'syn'}
 
 
 @pytest.mark.parametrize('change, match', [

@@ -13,8 +13,8 @@ EXPECTED = {  # experiment -> files (relative to the run folder) the smoke run m
                  'figures/fig4_connectivity_raw_vs_squared.png', 'figures/fig4_connectivity_raw_vs_squared.pdf'],
     'three_task': ['results.csv', 'tables/three_task.csv', 'tables/three_task.md', 'figures/three_task.png',
                    'figures/three_task.pdf'],
-    'six_task': ['results.csv', 'tables/six_task.csv', 'tables/six_task.md', 'figures/six_task.png',
-                 'figures/six_task.pdf'],
+    'six_task': ['results.csv', 'tables/six_task.csv', 'tables/six_task.md', 'tables/six_task_decisions.md',
+                 'figures/six_task.png', 'figures/six_task.pdf'],
 }
 
 

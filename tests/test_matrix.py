@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-SEQUENCES, ARCHS = ('tic', 'mpc', 'kef', 'syn'), ('resnet18', 'vgg16')
+SEQUENCES, ARCHS = ('tic', 'mpc', 'kef', 'pmf', 'syn'), ('resnet18', 'vgg16')
 
 
 @pytest.fixture(scope='module')
@@ -45,6 +45,20 @@ def test_every_experiment_runs_end_to_end(dataset, arch, fixtures, tmp_path):
         sizes = {t.in_size for t in load_sequence('tic', root=fixtures, tasks=[1, 2])}
         assert sizes == {64, 32}
     print(f'{dataset}-{arch}: {time.time() - t0:.1f}s')
+
+
+def test_cpu_preset_runs_end_to_end(fixtures, tmp_path):
+    "The cpu preset (PMF, width 1/4, three trials) runs every experiment; here on the fixtures, one epoch, three tasks."
+    from fktnb.config import resolve
+    from fktnb.sweep import run
+    for experiment in ('two_task', 'three_task', 'six_task'):
+        cfg = resolve(experiment, preset='cpu', data_root=str(fixtures), out_dir=str(tmp_path), tasks=[1, 2, 3],
+                      epochs=1, finetune_epochs=1, download=False)
+        assert (cfg.dataset, cfg.width, cfg.trials, cfg.max_train) == ('pmf', 0.25, 3, 1200)
+        df = run(cfg, progress=False)
+        assert len(df) == _expected_units(cfg) and df.acc.between(0, 1).all()
+        described = json.loads((cfg.run_dir / 'config.json').read_text())['runs'][df.attrs['run_id']]
+        assert described['config']['preset'] == 'cpu'
 
 
 def test_smoke_runs_learn():

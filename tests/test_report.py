@@ -181,6 +181,26 @@ def test_claim4_needs_the_five_table2_strategies_and_resnet18():
     assert CLAIMS[5].paper('tic', 'vgg16').startswith('held as printed: share all 68.1 vs manual 66.9')
 
 
+def test_label_free_strategies_are_extra_rows_of_table2():
+    "Extra strategies come after the paper's five, without paper rows, with their cost; claim 4 still compares the five."
+    from fktnb.figures import six_task_markdown, six_task_metrics, six_task_table
+    rows = six_task_rows()
+    extra = rows[rows.strategy == 'manual'].assign(strategy='probe_best', probe_images=100)
+    extra['accs'] = [{t: a + 0.05 for t, a in acc.items()} for acc in extra.accs]      # beats manual by 5 points
+    alone = pd.DataFrame([dict(experiment='six_task', dataset='mpc', arch='resnet18', kind='alone', trial=k, task=t, acc=0.5)
+                          for k in range(3) for t in range(1, 6)])          # the sequence's first tasks, as one step sees them
+    rows = pd.concat([rows, extra, alone], ignore_index=True).assign(train_images=1000)
+    table = six_task_table(rows)
+    assert list(table.index.get_level_values('strategy').unique()) == list(TABLE2_STRATEGIES) + ['probe_best']
+    assert ('probe_best', 'ours') in table.index and table.loc[('probe_best', 'paper')].drop('trials').isna().all()
+    md = six_task_markdown(table, six_task_metrics(rows))
+    lines = [l for l in md.splitlines() if l.startswith('| probe best |')]
+    assert len(lines) == 2 and '**' in lines[0], lines            # the table's row (best mean) and the metrics' row
+    assert lines[1].endswith('| 1.02 |'), lines[1]                # (6 x 1000 + 100 probe images) / (6 x 1000)
+    assert sum(l.startswith('|  | paper |') for l in md.splitlines()) == 5
+    assert CLAIMS[4].check(rows, ST)['result'] == 'held'          # manual vs the other four of Table 2 only
+
+
 def test_claims_1_2_scopes():
     assert CLAIMS[1].check(two_task_rows(tasks=3), ST)['result'] == 'not run'       # 2 candidates per T_beta
     assert CLAIMS[2].check(two_task_rows('syn'), ST) is None                           # the paper says nothing of syn
@@ -321,7 +341,7 @@ def test_report_notebook_on_smoke_outputs(smoke_out, tmp_path, monkeypatch):
             assert all(last[str(t)] == a for t, a in at_step.items()), (s, last, at_step)
             label = {'share_all': 'share all', 'share_none': 'share none', 'share_lowest': 'share lowest P',
                      'omit_lowest': 'omit lowest P'}.get(s, s)
-            row = [c for c in _md_rows(section, label) if len(c) == 5][0]      # the ACC / BWT / FKT table
+            row = [c for c in _md_rows(section, label) if len(c) == 6 and c[1] != 'ours'][0]   # the ACC / BWT / FKT / cost table
             assert _close(row[1], 100 * np.mean(list(last.values()))) and row[2] == '0.00', row
         assert 'exactly 0, as it must be' in section
 

@@ -189,3 +189,36 @@ def test_no_import_circle_through_the_sweep():
     assert 'fktnb.sweep' not in loaded('fktnb.cost')
     import fktnb.runs
     assert 'run' not in fktnb.runs.__all__            # run(cfg) moved to fktnb.sweep
+
+
+# ---------------------------------------------------------------- issue 21: the whole-paper plan is the paper
+def test_default_plan_is_what_the_paper_reports(tmp_path):
+    from fktnb.reproduction import coverage
+    cfgs = sweep_configs(out_dir=str(tmp_path))
+    cov = coverage(pd.DataFrame(columns=['run_id', 'experiment', 'kind']))
+    want = {(r.experiment, r.dataset, r.arch, None if pd.isna(r.alpha) else int(r.alpha)) for r in cov.itertuples()}
+    got = [(c.experiment, c.dataset, c.arch, c.alpha if c.experiment == 'three_task' else None) for c in cfgs]
+    assert len(got) == len(set(got)) == len(want) and set(got) == want
+    assert {(c.dataset, c.arch, c.alpha) for c in cfgs if c.experiment == 'three_task'} == \
+        {(d, a, al) for d, a in (('mpc', 'resnet18'), ('tic', 'vgg16')) for al in (1, 2, 3)}
+    every = sweep_configs(out_dir=str(tmp_path), pairs='all')
+    assert len(every) == 18 and {c.alpha for c in every if c.experiment == 'three_task'} == {1}
+    assert [c.alpha for c in sweep_configs(['three_task'], ['tic'], ['vgg16'], out_dir=str(tmp_path), alpha=3)] == [3]
+    with pytest.raises(ValueError, match='all-pairs'):
+        sweep_configs(['three_task'], ['kef'], ['vgg16'], out_dir=str(tmp_path))
+
+
+def test_dry_run_counts_reuse_and_says_the_throughput_is_assumed(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setenv('FKTNB_DATA', str(tmp_path / 'nothing-here'))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)      # a login node
+    assert main(['--dry-run', '--experiments', 'two_task', 'six_task', '--datasets', 'mpc', '--archs', 'resnet18',
+                 '--out-dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    total = next(l for l in out.splitlines() if l.startswith('total')).split()
+    served = int(total[-1])
+    assert served == 18 + 3 and 'The checkpoint cache serves 21 of' in out           # six_task's alone + manual
+    alone = float(out.split('GPU-hours without that reuse')[0].split(':')[-1])
+    assert alone > float(total[3]) and 'assumed (ASSUMED_GPU_IMAGES_PER_S; no GPU here to measure)' in out
+    assert main(['--dry-run', '--experiments', 'three_task', '--datasets', 'kef', '--all-pairs', '--out-dir', str(tmp_path)]) == 0
+    assert len([l for l in capsys.readouterr().out.splitlines() if l.startswith('three_task')]) == 2

@@ -312,3 +312,62 @@ def test_learn_tasks_protocols():
     assert 'finetune' not in o and not old[0].frozen_tasks
     with pytest.raises(ValueError, match='no_prune'):
         learn_tasks([resnet18(width=1 / 16)], toy(32), 4, [()], protocol='prune', **LEARN)
+
+
+# ---------------------------------------------------------------- issue 21: no host round-trip in the step
+# On a CPU nothing is copied from a device, so a host round-trip shows up as the op that reads a value: `.item()`,
+# float(t), int(t) and `if t:` all call aten::_local_scalar_dense (an `if` on a tensor also aten::is_nonzero).
+SYNC_OPS = ('aten::item', 'aten::_local_scalar_dense', 'aten::is_nonzero', 'aten::equal', 'cudaStreamSynchronize',
+            'cudaDeviceSynchronize', 'cudaMemcpy')
+
+
+def host_reads(fn) -> dict:
+    "{op: count} of the host reads and synchronisations `fn()` makes, from the PyTorch profiler."
+    from torch.profiler import profile, ProfilerActivity
+    with profile(activities=[ProfilerActivity.CPU]) as prof: fn()
+    names = [e.name for e in prof.events()]
+    return {op: n for op in SYNC_OPS if (n := sum(name.startswith(op) for name in names))}
+
+
+def slot2(seed=0):
+    "A learner in slot 2 sharing slot 1 (pruned, frozen): row masks and restores in every step."
+    net = resnet18(width=1 / 16, seed=seed); net.add_task(4); net.prune(0.5); net.freeze(); net.add_task(4, share={1})
+    return net
+
+
+def test_profiler_sees_a_host_read():
+    "The detector itself: an `.item()` and an `if` on a tensor are seen."
+    x = torch.randn(4)
+    assert host_reads(lambda: x.sum().item()).get('aten::_local_scalar_dense') == 1
+    assert host_reads(lambda: bool(x.sum() > 0)).get('aten::is_nonzero') == 1
+    assert host_reads(lambda: x * 2) == {}
+
+
+@pytest.mark.parametrize('grouped', [False, True], ids=['fit', 'fit_group'])
+def test_training_step_makes_no_host_round_trip(grouped):
+    dev = torch.device('cpu')
+    if grouped:
+        g = train._Group([slot2(0), slot2(1)], dev, False)
+        step = train._group_step(g, dev, None, 0.9, True, 5e-4, False, 16)
+        batches = list(train._group_batches(toy(48), 16, dev, [0, 1], False))
+    else:
+        net = slot2().use(2)
+        params, restore, idle = train._trainable(net)
+        step = train._fit_step(net, params, restore, dev, None, 0.9, True, 5e-4, False, 16)
+        batches = list(train._fit_batches(toy(48), 16, dev, seed=0))
+    step.set_lr(0.05)
+    step(*batches[0])                                   # the first step sets the row masks (a host read, once)
+    assert host_reads(lambda: [step(*b) for b in batches[1:]]) == {}
+    assert host_reads(lambda: step(*batches[0])) == {}
+
+
+@pytest.mark.parametrize('grouped', [False, True], ids=['fit', 'fit_group'])
+def test_host_reads_do_not_grow_with_steps(grouped):
+    "A whole epoch of `fit` / `fit_group` reads the same values on the host for 2 steps as for 6: once per epoch."
+    def epoch(n_steps):
+        nets = [slot2(0), slot2(1)]
+        kw = dict(epochs=1, batch_size=16, device='cpu', progress=False)
+        return host_reads(lambda: fit_group(nets, toy(16 * n_steps), seed=[0, 1], **kw) if grouped
+                          else fit(nets[0], toy(16 * n_steps), **kw))
+    few, many = epoch(2), epoch(6)
+    assert few == many and few.get('aten::_local_scalar_dense', 0) > 0
