@@ -23,7 +23,8 @@ def test_measured_once_per_device_and_configuration(tmp_path, monkeypatch):
     first = measure_throughput(cfg, min_seconds=0.05)
     again = measure_throughput(cfg)
     assert len(calls) == 1 and not first['cached'] and again['cached'] and again['images_per_s'] == first['images_per_s']
-    assert first['device'] == cost.device_name('cpu') and first['width'] == cfg.width and first['batch_size'] == 32
+    cpu_model = cost.device_name('cpu').rsplit(', ', 1)[0]           # measured with the run's threads (smoke: 1)
+    assert first['device'] == f'{cpu_model}, {cfg.threads} threads' and first['width'] == cfg.width and first['batch_size'] == 32
     measure_throughput(resolve('two_task', preset='smoke', out_dir=str(tmp_path), device='cpu', batch_size=16), min_seconds=0.05)
     measure_throughput(cfg, group_size=2, min_seconds=0.05)
     assert len(calls) == 3 and len(json.loads(throughput_path(cfg).read_text())) == 3
