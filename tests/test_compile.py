@@ -4,7 +4,7 @@ step within float noise after a few steps, and keep every weight the slot may no
 `compile=True` on a CPU is inductor (C++ code generation: a minute or two the first time on a small CPU, then from
 inductor's cache); `fit_group` is checked with the `aot_eager` backend (dynamo's capture and AOTAutograd, no code
 generation), which runs the same fktnb code path. The eager step itself is unchanged (see test_train.py)."""
-import copy, getpass, os, tempfile
+import copy, os
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -12,16 +12,10 @@ from fktnb.models import resnet18
 from fktnb.train import fit, fit_group
 
 
-@pytest.fixture(autouse=True, scope='module')
-def inductor_cache_per_isa():
-    """Inductor's on-disk cache does not tell instruction sets apart: code generated for AVX2 and compiled again under
-    ATEN_CPU_CAPABILITY=default (as .ci/run does for the numerics tests) fails to build. One cache per capability."""
-    isa = os.environ.get('ATEN_CPU_CAPABILITY')
-    if isa and 'TORCHINDUCTOR_CACHE_DIR' not in os.environ:
-        os.environ['TORCHINDUCTOR_CACHE_DIR'] = os.path.join(tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}-{isa}')
-        yield
-        del os.environ['TORCHINDUCTOR_CACHE_DIR']
-    else: yield
+# Under ATEN_CPU_CAPABILITY=default (the numerics rerun of .ci/run) inductor's C++ code for this CPU does not build
+# against ATen's portable headers ("'vec' is not a member of 'at'"): there `fit` is checked with aot_eager, the same
+# fktnb code path without code generation; inductor itself is checked in the main run.
+FIT_BACKEND = 'aot_eager' if os.environ.get('ATEN_CPU_CAPABILITY') == 'default' else True
 
 
 def easy(n, seed=0):
@@ -61,7 +55,7 @@ def test_compiled_fit_matches_eager_and_freezes_exactly():
     eager, compiled, before = net, copy.deepcopy(net), copy.deepcopy(net)
     data = easy(40, seed=5)                       # batches of 16, 16 and a last one of 8 (run uncompiled)
     he = fit(eager, data, **KW)
-    hc = fit(compiled, data, compile=True, **KW)
+    hc = fit(compiled, data, compile=FIT_BACKEND, **KW)
     rel = ((flat([compiled]) - flat([eager])).norm() / flat([eager]).norm()).item()
     moved = ((flat([eager]) - flat([before])).norm() / flat([before]).norm()).item()
     print(f'compiled vs eager fit: {rel:.2e} (training moved {moved:.2e})')
